@@ -1,0 +1,32 @@
+"""lndeploy: ship PyTorch models with LayerNorm to ONNX Runtime and TensorRT, with parity proven.
+
+The public API is imported lazily, so ``import lndeploy`` (and ``lndeploy --help``) loads neither
+torch nor onnxruntime nor TensorRT.
+"""
+
+from lndeploy.errors import BadInputError, LndeployError, ParityError, UnavailableError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "export": ("lndeploy.export", "export"),
+    "check": ("lndeploy.check", "check"),
+    "fuse": ("lndeploy.passes.fuse", "fuse"),
+    "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),
+    "bench": ("lndeploy.bench", "bench"),
+    "Session": ("lndeploy.session", "Session"),
+    "load_model": ("lndeploy.modelfile", "load"),
+}
+
+__all__ = ["LndeployError", "BadInputError", "ParityError", "UnavailableError", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lndeploy' has no attribute {name!r}")

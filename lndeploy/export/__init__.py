@@ -1,0 +1,78 @@
+"""PyTorch -> ONNX, LayerNorm as one node, verified before it is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lndeploy.errors import BadInputError, UnavailableError
+from lndeploy.modelfile import ModelSpec
+
+LN_MODES = ("native", "plugin")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_OPSET = 18
+
+
+@dataclass
+class ExportResult:
+    model: object  # onnx.ModelProto, as written
+    path: str | None
+    ln: str
+    precision: str
+    opset: int
+    verification: list = field(default_factory=list)  # VerifiedRun per size checked
+    notes: list = field(default_factory=list)
+
+
+def export(model, output=None, *, ln: str = "native", precision: str = "fp32", opset: int = DEFAULT_OPSET,
+           verify: bool = True, debug: bool = False) -> ExportResult:
+    """Export ``model`` (a model-file reference or a loaded ``ModelSpec``) to ONNX.
+
+    ``ln="native"`` writes one ``LayerNormalization`` per LayerNorm; ``ln="plugin"`` one lndeploy plugin
+    node. ``precision`` fp16/bf16 plans reduced precision in the graph's types, LN statistics in fp32.
+    The model is verified (checker, dynamic dims, ONNX Runtime vs PyTorch at two sizes) before
+    ``output`` is written, atomically.
+    """
+    from lndeploy import modelfile
+    from lndeploy.export import torch_export
+    from lndeploy.export import verify as verification
+
+    if ln not in LN_MODES:
+        raise BadInputError(f"--ln must be one of {LN_MODES}, got {ln!r}")
+    if precision not in PRECISIONS:
+        raise BadInputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    spec = model if isinstance(model, ModelSpec) else modelfile.load(model)
+    onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
+    result = ExportResult(onnx_model, None, ln, precision, opset)
+    if ln == "plugin":
+        from lndeploy.passes import ln_to_plugin
+
+        onnx_model, report = ln_to_plugin.rewrite(onnx_model)
+        result.notes += [f"LayerNormalization {name} kept: {why}" for name, why in report.skipped]
+    if precision != "fp32":
+        onnx_model = _plan_precision(onnx_model, precision)
+    result.model = onnx_model
+    if verify:
+        result.verification = verification.verify(onnx_model, spec, precision)
+    if output is not None:
+        from lndeploy.onnxfile import save_model
+
+        save_model(onnx_model, output)
+        result.path = str(output)
+    return result
+
+
+def _plan_precision(model, precision: str):
+    try:
+        from lndeploy.passes.precision import plan_precision
+    except ImportError as err:
+        raise UnavailableError(f"--precision {precision} is not available in this build ({err})") from err
+    return plan_precision(model, precision)
+
+
+def _translations():
+    """Map lndeploy's custom op, where a model uses it, to a standard LayerNormalization."""
+    try:
+        from lndeploy.export.custom_op_translation import translation_table
+    except ImportError:
+        return None
+    return translation_table()

@@ -1,0 +1,120 @@
+"""Every export is verified before it is written.
+
+1. ``onnx.checker`` with full shape inference (the plugin op's schema registered first);
+2. each declared dynamic dim is still symbolic in the graph's inputs (a fixed size means the trace
+   specialised it);
+3. ONNX Runtime runs the model at the example's sizes and at a second size of every dynamic dim, and
+   its outputs are compared with PyTorch's. This is what catches a Python loop over a sequence: its
+   unrolled export raises at a shorter length and silently cuts the output at a longer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lndeploy import inputs as gen
+from lndeploy import plugin_spec
+from lndeploy.errors import BadInputError, ParityError
+from lndeploy.modelfile import ModelSpec
+
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
+
+
+@dataclass
+class VerifiedRun:
+    sizes: dict
+    max_abs: dict  # output name -> max abs error against PyTorch
+
+
+def check_graph(model) -> None:
+    import onnx
+
+    if plugin_spec.plugin_nodes(model):
+        plugin_spec.register_schema()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ParityError(f"the exported model fails onnx.checker: {first}") from err
+
+
+def check_dynamic_dims(model, spec: ModelSpec) -> None:
+    graph_inputs = {i.name: i for i in model.graph.input}
+    for name, axes in spec.dynamic_axes.items():
+        if name not in graph_inputs:
+            continue  # an input the model does not use is dropped by the exporter
+        dims = graph_inputs[name].type.tensor_type.shape.dim
+        for index, label in axes.items():
+            if index < len(dims) and dims[index].HasField("dim_value"):
+                raise BadInputError(
+                    f"dynamic dim {label!r} (input {name!r}, dim {index}) was specialised to "
+                    f"{dims[index].dim_value} by the trace: the model's code fixes that size"
+                )
+
+
+def second_sizes(spec: ModelSpec) -> dict[str, int]:
+    """Another size for every dynamic dim: 2n+1 of its example size n (longer, and odd)."""
+    sizes = {}
+    for name, axes in spec.dynamic_axes.items():
+        for index, label in axes.items():
+            sizes.setdefault(label, 2 * int(spec.inputs[name].shape[index]) + 1)
+    return sizes
+
+
+def run_both(model, spec: ModelSpec, sizes: dict | None, seed: int = 1234) -> VerifiedRun:
+    """ONNX Runtime vs PyTorch on one generated input set (the example sizes when ``sizes`` is None)."""
+    import torch
+
+    from lndeploy.backends.onnxruntime import OrtSession
+
+    specs = gen.specs_from_examples(spec.inputs, spec.dynamic_axes)
+    if sizes is None:
+        feed = {n: t.detach().cpu().numpy() for n, t in spec.inputs.items()}
+        sizes = {}
+    else:
+        feed = gen.generate(specs, sizes, seed)
+    session = OrtSession(model, providers=["CPUExecutionProvider"])
+    used = {m.name for m in session.inputs}
+    try:
+        got = session.run({k: v for k, v in feed.items() if k in used})
+    except BadInputError as err:
+        raise ParityError(f"the exported model fails at sizes {sizes}: {err}") from err
+    with torch.inference_mode():
+        expected = flatten_outputs(spec.call({k: torch.from_numpy(v) for k, v in feed.items()}))
+    errors = {}
+    for (name, value), ref in zip(got.items(), expected):
+        if value.shape != ref.shape:
+            raise ParityError(
+                f"the exported model's output {name!r} has shape {value.shape} at sizes {sizes}, "
+                f"PyTorch gives {ref.shape}: a dynamic dim was fixed by the trace (e.g. a Python loop)"
+            )
+        errors[name] = float(np.max(np.abs(value.astype(np.float64) - ref))) if value.size else 0.0
+    return VerifiedRun(sizes, errors)
+
+
+def flatten_outputs(result) -> list[np.ndarray]:
+    import torch
+    import torch.utils._pytree as pytree
+
+    values = result.values() if isinstance(result, dict) else pytree.tree_leaves(result)
+    return [v.detach().float().cpu().numpy().astype(np.float64) if isinstance(v, torch.Tensor) else np.asarray(v)
+            for v in values]
+
+
+def verify(model, spec: ModelSpec, precision: str = "fp32") -> list[VerifiedRun]:
+    check_graph(model)
+    check_dynamic_dims(model, spec)
+    runs = [run_both(model, spec, None)]
+    if spec.dynamic_axes:
+        runs.append(run_both(model, spec, second_sizes(spec)))
+    tol = TOLERANCE[precision]
+    for run in runs:
+        for name, err in run.max_abs.items():
+            if not err <= tol:  # also catches NaN
+                raise ParityError(
+                    f"export verification failed: output {name!r} max abs error {err:.3g} > {tol:g} "
+                    f"against PyTorch at sizes {run.sizes or 'of the example'}"
+                )
+    return runs

@@ -1,0 +1,96 @@
+"""Test inputs generated from a signature (SPEC section 1).
+
+Floats come from a seeded normal distribution, integers uniformly from ``[min, max]`` of the example
+tensor, booleans uniformly. Every dynamic dim is varied: dims named like a batch over {1, 3}, other
+dynamic dims (sequence lengths, ...) over {1, 7, 64}. Dims that share a name share a value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+BATCH_SIZES = (1, 3)
+OTHER_SIZES = (1, 7, 64)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input's signature: ``shape`` holds ints for fixed dims and names for dynamic ones."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple
+    low: float = 0.0  # integer inputs: range of the example tensor
+    high: float = 1.0
+
+
+def specs_from_examples(inputs: dict, dynamic_axes: dict) -> list[InputSpec]:
+    specs = []
+    for name, tensor in inputs.items():
+        axes = dynamic_axes.get(name, {})
+        shape = tuple(axes.get(i, int(n)) for i, n in enumerate(tensor.shape))
+        array = tensor.detach().cpu()
+        dtype = torch_to_numpy_dtype(array.dtype)
+        low = high = 0.0
+        if not array.dtype.is_floating_point and array.numel():
+            low, high = float(array.min()), float(array.max())
+        specs.append(InputSpec(name, dtype, shape, low, high))
+    return specs
+
+
+def torch_to_numpy_dtype(dtype) -> np.dtype:
+    import torch
+
+    if dtype == torch.bfloat16:
+        raise ValueError("bfloat16 model inputs have no numpy dtype; keep model inputs fp32")
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+def dim_names(specs: list[InputSpec]) -> list[str]:
+    names = []
+    for spec in specs:
+        for d in spec.shape:
+            if isinstance(d, str) and d not in names:
+                names.append(d)
+    return names
+
+
+def sizes_for(dim_name: str, first_dims: set[str]) -> tuple[int, ...]:
+    return BATCH_SIZES if "batch" in dim_name.lower() or dim_name in first_dims else OTHER_SIZES
+
+
+def shape_grid(specs: list[InputSpec]) -> list[dict[str, int]]:
+    """Every combination of sizes of the dynamic dims, e.g. [{'batch': 1, 'seq': 1}, ...]."""
+    names = dim_names(specs)
+    first = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
+    choices = [sizes_for(n, first) for n in names]
+    return [dict(zip(names, combo)) for combo in itertools.product(*choices)] or [{}]
+
+
+def concrete_shape(spec: InputSpec, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
+
+
+def generate(specs: list[InputSpec], sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """One feed dict at the given dynamic-dim sizes."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for spec in specs:
+        shape = concrete_shape(spec, sizes)
+        if spec.dtype.kind == "f":
+            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype.kind == "b":
+            feed[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feed[spec.name] = rng.integers(int(spec.low), int(spec.high) + 1, shape).astype(spec.dtype)
+    return feed
+
+
+def schedule(specs: list[InputSpec], samples: int | None, seed: int = 0) -> list[tuple[dict, dict]]:
+    """(sizes, feed) pairs: one per grid point, or ``samples`` of them cycling through the grid."""
+    grid = shape_grid(specs)
+    count = samples if samples else len(grid)
+    return [(grid[i % len(grid)], generate(specs, grid[i % len(grid)], seed + i)) for i in range(count)]

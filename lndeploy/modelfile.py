@@ -1,0 +1,174 @@
+"""Load a model file (SPEC section 1): ``build()``, ``example_inputs()``, optional ``dynamic_axes()``.
+
+``MODEL`` is a path to a ``.py`` file, an importable module name, or ``FILE_OR_MODULE:FACTORY``.
+Loading a model file executes its code; nothing is loaded implicitly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from lndeploy.errors import BadInputError
+
+
+@dataclass
+class ModelSpec:
+    """A loaded model: the module in eval mode, named example inputs, and named dynamic dims."""
+
+    module: object  # torch.nn.Module
+    inputs: dict  # name -> torch.Tensor, in forward's order
+    dynamic_axes: dict  # name -> {dim index: dim name}
+    source: str
+    as_kwargs: bool = False  # example_inputs() was a dict: forward takes the inputs by keyword
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
+    def call(self, tensors: dict):
+        """Run the module on name -> tensor, the way its example inputs were given."""
+        if self.as_kwargs:
+            return self.module(**tensors)
+        return self.module(*(tensors[name] for name in self.inputs))
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """``file.py:factory`` -> (``file.py``, ``factory``); no colon -> factory ``build``."""
+    head, sep, tail = ref.rpartition(":")
+    if sep and tail.isidentifier() and head:
+        return head, tail
+    return ref, "build"
+
+
+def import_model_module(target: str):
+    """Import a model file by path or a module by dotted name; failures become ``BadInputError``."""
+    looks_like_file = target.endswith(".py") or "/" in target or Path(target).exists()
+    if looks_like_file:
+        path = Path(target)
+        if not path.is_file():
+            raise BadInputError(f"model file not found: {target}")
+        try:
+            path.read_bytes()
+        except OSError as err:
+            raise BadInputError(f"model file not readable: {target} ({err.strerror})") from err
+        name = f"lndeploy_model_{path.stem}_{uuid.uuid4().hex[:8]}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        # the model's own folder first, so a user's model can import its sibling files
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            raise BadInputError(f"loading {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        return module
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as err:
+        raise BadInputError(f"model not found: {target} is neither a file nor an importable module") from err
+    except Exception as err:
+        raise BadInputError(f"importing {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+
+
+def load(ref: str) -> ModelSpec:
+    """Load ``ref`` per SPEC section 1 and validate everything it defines."""
+    import torch
+
+    target, factory = split_reference(ref)
+    module = import_model_module(target)
+    build = _callable(module, factory, target, required=True)
+    try:
+        model = build()
+    except Exception as err:
+        raise BadInputError(f"{target}: {factory}() raised {type(err).__name__}: {_first_line(err)}") from err
+    if not isinstance(model, torch.nn.Module):
+        raise BadInputError(f"{target}: {factory}() must return a torch.nn.Module, got {type(model).__name__}")
+    model.eval()
+    examples = _call(module, "example_inputs", target, required=True)
+    inputs = name_inputs(model, examples, target)
+    axes_fn = _callable(module, "dynamic_axes", target, required=False)
+    axes = _call(module, "dynamic_axes", target) if axes_fn else {n: {0: "batch"} for n, t in inputs.items() if t.dim()}
+    axes = validate_dynamic_axes(axes, inputs, target)
+    return ModelSpec(model, inputs, axes, source=ref, as_kwargs=isinstance(examples, dict))
+
+
+def name_inputs(model, examples, where: str) -> dict:
+    """Name the example tensors: dict keys, or else the names of ``forward``'s parameters."""
+    import torch
+
+    if isinstance(examples, torch.Tensor):
+        examples = (examples,)
+    if isinstance(examples, dict):
+        items = list(examples.items())
+    elif isinstance(examples, (tuple, list)):
+        names = _forward_parameter_names(model)
+        if len(examples) > len(names):
+            raise BadInputError(
+                f"{where}: example_inputs() returned {len(examples)} tensors but forward() takes {len(names)}"
+            )
+        items = list(zip(names, examples))
+    else:
+        raise BadInputError(
+            f"{where}: example_inputs() must return a tuple of tensors or a dict of name -> tensor, "
+            f"got {type(examples).__name__}"
+        )
+    for name, value in items:
+        if not isinstance(value, torch.Tensor):
+            raise BadInputError(f"{where}: example input {name!r} is a {type(value).__name__}, not a torch.Tensor")
+    return dict(items)
+
+
+def validate_dynamic_axes(axes, inputs: dict, where: str) -> dict:
+    if not isinstance(axes, dict):
+        raise BadInputError(f"{where}: dynamic_axes() must return a dict, got {type(axes).__name__}")
+    out = {}
+    for name, dims in axes.items():
+        if name not in inputs:
+            raise BadInputError(f"{where}: dynamic_axes() names input {name!r}, not one of {list(inputs)}")
+        if not isinstance(dims, dict):
+            raise BadInputError(f"{where}: dynamic_axes()[{name!r}] must be a dict of dim index -> name")
+        rank = inputs[name].dim()
+        clean = {}
+        for dim, label in dims.items():
+            if not isinstance(dim, int) or not -rank <= dim < rank:
+                raise BadInputError(f"{where}: dynamic_axes()[{name!r}] has dim {dim!r}, input rank is {rank}")
+            clean[dim % rank] = str(label)
+        out[name] = clean
+    return out
+
+
+def _forward_parameter_names(model) -> list[str]:
+    params = inspect.signature(model.forward).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds]
+
+
+def _callable(module, name: str, where: str, required: bool):
+    fn = getattr(module, name, None)
+    if fn is None:
+        if required:
+            raise BadInputError(f"{where} defines no {name}()")
+        return None
+    if not callable(fn):
+        raise BadInputError(f"{where}: {name} is not callable")
+    return fn
+
+
+def _call(module, name: str, where: str, required: bool = True):
+    fn = _callable(module, name, where, required)
+    try:
+        return fn()
+    except Exception as err:
+        raise BadInputError(f"{where}: {name}() raised {type(err).__name__}: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

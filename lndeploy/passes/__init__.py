@@ -1,0 +1,1 @@
+"""Graph rewrites on ONNX models, one rule per module."""

@@ -1,0 +1,65 @@
+"""``lndeploy.Session``: one ``run`` over every backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lndeploy.errors import BadInputError
+
+
+def _open(artifact, backend: str | None, **options):
+    if backend is None:
+        suffix = Path(artifact).suffix if isinstance(artifact, (str, os.PathLike)) else ""
+        backend = "tensorrt" if suffix in (".engine", ".plan", ".trt") else "onnxruntime"
+    if backend == "onnxruntime":
+        from lndeploy.backends.onnxruntime import OrtSession
+
+        return OrtSession(artifact, **options)
+    if backend == "onnx-reference":
+        from lndeploy.backends.reference import ReferenceSession
+
+        return ReferenceSession(artifact, **options)
+    if backend == "tensorrt":
+        from lndeploy.backends.tensorrt import TrtSession
+
+        return TrtSession(artifact, **options)
+    raise BadInputError(f"unknown backend {backend!r}; choose onnxruntime, onnx-reference or tensorrt")
+
+
+class Session:
+    """Run a deployed artifact: ``Session("m.onnx").run({"x": array})`` -> ``{name: numpy array}``.
+
+    ``backend``: ``onnxruntime`` (default for .onnx), ``onnx-reference`` (ONNX's reference evaluator:
+    slow, exact dtype semantics) or ``tensorrt`` (default for .engine). ``provider`` tells what ran.
+    """
+
+    def __init__(self, artifact, backend: str | None = None, **options):
+        self._impl = _open(artifact, backend, **options)
+        self.backend = self._impl.backend
+
+    @property
+    def provider(self) -> str:
+        return self._impl.provider
+
+    @property
+    def inputs(self):
+        return self._impl.inputs
+
+    @property
+    def outputs(self):
+        return self._impl.outputs
+
+    @property
+    def input_names(self) -> list[str]:
+        return [m.name for m in self._impl.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [m.name for m in self._impl.outputs]
+
+    def run(self, inputs) -> dict:
+        """``inputs``: name -> array, or a sequence in input order (numpy arrays or torch tensors)."""
+        if inputs is None:
+            raise BadInputError("no inputs given")
+        return self._impl.run(inputs)

@@ -1,0 +1,1 @@
+"""Deliverables that install as ``lndeploy.plugins``: the LayerNorm kernel and its TensorRT plugin."""

@@ -1,0 +1,152 @@
+"""LayerNorm forward in Triton: ``y = w * (x - mean) / sqrt(var + eps) + b`` over the last N elements.
+
+x is viewed as a contiguous (rows, N) matrix. Each program loads a [ROWS_PER_PROGRAM, BLOCK_N] tile
+once into registers, so a row is read from memory exactly once and written once: the kernel is a
+pure streaming kernel whose ceiling is the copy bandwidth of the GPU.
+
+* Statistics are fp32 whatever the input dtype, and the variance is the mean of the *centred* values
+  (two passes over registers, not over memory). E[x^2] - E[x]^2 cancels catastrophically when
+  |mean| >> std and would overflow if it were accumulated in fp16.
+* Small rows (N <= SMALL_N_MAX) share a program (ROWS_PER_PROGRAM > 1) so that each program still
+  moves enough bytes to hide latency; large rows get one program each, num_warps grows with BLOCK_N
+  to keep the per-thread register footprint bounded.
+* BLOCK_N = next_power_of_2(N); lanes >= N are masked, so any N in [1, MAX_N] works.
+
+This file imports only torch and triton (no relative imports, nothing from lndeploy), so a bare GPU
+machine can load it by path (see scripts/gpu_check.py). ``launch_config`` is a pure function shared by
+the JIT launcher and the ahead-of-time compiler (aot.py). Set ``TRITON_INTERPRET=1`` before triton is
+first imported to run the kernel on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_N = 65536
+# At or below this N, several rows share one program.
+SMALL_N_MAX = 512
+# Elements one small-N program handles (ROWS_PER_PROGRAM * BLOCK_N); 4 warps -> 32 fp32 values per thread.
+SMALL_N_TILE = 4096
+# Elements per thread that the large-N num_warps rule aims for (fewer once 32 warps are reached).
+LARGE_N_ELEMS_PER_THREAD = 8
+MAX_WARPS = 32
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _layer_norm_fwd(X, W, B, Y, rows, N, eps, BLOCK_N: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr):
+    """One [ROWS_PER_PROGRAM, BLOCK_N] tile of rows per program. Arguments are ordered inputs, output,
+    then sizes, which is the order a TensorRT plugin passes them (inputs, outputs, extra args)."""
+    pid = tl.program_id(0)
+    row = pid * ROWS_PER_PROGRAM + tl.arange(0, ROWS_PER_PROGRAM)
+    col = tl.arange(0, BLOCK_N)
+    row_ok = row < rows
+    col_ok = col < N
+    mask = row_ok[:, None] & col_ok[None, :]
+    # 64-bit row offsets: rows * N may pass 2**31 for large activations.
+    offs = row.to(tl.int64)[:, None] * N + col[None, :]
+
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / N
+    # Masked lanes must not add (0 - mean)^2 to the variance.
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    var = tl.sum(xc * xc, axis=1) / N
+    rstd = 1.0 / tl.sqrt(var + eps)
+
+    w = tl.load(W + col, mask=col_ok, other=0.0).to(tl.float32)
+    b = tl.load(B + col, mask=col_ok, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+# The raw function stays importable so that aot.py can wrap it in a JITFunction even in a process
+# where TRITON_INTERPRET=1 turned ``triton.jit`` into the interpreter.
+layer_norm_fwd_kernel = triton.jit(_layer_norm_fwd)
+
+
+def block_n_for(N: int) -> int:
+    if not 1 <= N <= MAX_N:
+        raise ValueError(f"LayerNorm kernel supports 1 <= N <= {MAX_N}, got N={N}")
+    return triton.next_power_of_2(N)
+
+
+def launch_config(rows: int, N: int, dtype=torch.float32, *, rows_per_program: int | None = None,
+                  num_warps: int | None = None) -> dict:
+    """Launch parameters for ``rows`` rows of ``N`` elements: BLOCK_N, ROWS_PER_PROGRAM, num_warps,
+    grid. Pure (no tensors, no GPU), so the AOT path and the benchmark use the same rule. The two
+    keyword overrides exist for autotuning; ``dtype`` is accepted so a per-dtype rule can be added
+    without changing callers (the measured rule does not depend on it yet)."""
+    del dtype
+    block_n = block_n_for(N)
+    if rows_per_program is None:
+        rows_per_program = _default_rows_per_program(rows, block_n)
+    if num_warps is None:
+        num_warps = _default_num_warps(rows_per_program * block_n)
+    _check_pow2("rows_per_program", rows_per_program)
+    _check_pow2("num_warps", num_warps)
+    return {
+        "BLOCK_N": block_n,
+        "ROWS_PER_PROGRAM": rows_per_program,
+        "num_warps": num_warps,
+        "grid": (max(1, triton.cdiv(rows, rows_per_program)),),
+    }
+
+
+def _default_rows_per_program(rows: int, block_n: int) -> int:
+    if block_n > SMALL_N_MAX:
+        return 1
+    # Never more rows per program than there are rows (rounded up to a power of two): a 3-row input
+    # must not compile and run a 4096-row tile.
+    return max(1, min(SMALL_N_TILE // block_n, triton.next_power_of_2(max(rows, 1))))
+
+
+def _default_num_warps(tile: int) -> int:
+    if tile <= SMALL_N_TILE:
+        return 4
+    return min(MAX_WARPS, max(4, tile // (32 * LARGE_N_ELEMS_PER_THREAD)))
+
+
+def _check_pow2(name: str, value: int) -> None:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, got {value}")
+
+
+def _check_inputs(x, weight, bias, n: int) -> None:
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"unsupported dtype {x.dtype}; expected one of {SUPPORTED_DTYPES}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t.numel() != n:
+            raise ValueError(f"{name} has {t.numel()} elements, expected {n}")
+        if t.dtype not in (x.dtype, torch.float32):
+            raise TypeError(f"{name} dtype {t.dtype} must be {x.dtype} or float32")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device}, x on {x.device}")
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
+               normalized_numel: int | None = None, *, rows_per_program: int | None = None,
+               num_warps: int | None = None) -> torch.Tensor:
+    """LayerNorm over the last ``normalized_numel`` elements of each row (default: x.shape[-1]).
+
+    ``weight``/``bias`` hold ``normalized_numel`` values, of x's dtype or fp32. Returns a new tensor
+    of x's shape and dtype. Works on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1.
+    """
+    n = int(x.shape[-1] if normalized_numel is None else normalized_numel)
+    if x.dim() == 0 or n < 1 or x.numel() % n:
+        raise ValueError(f"x of shape {tuple(x.shape)} cannot be viewed as rows of {n} elements")
+    _check_inputs(x, weight, bias, n)
+    # The kernel indexes a dense (rows, N) matrix; a copy is cheaper than a strided kernel variant.
+    x = x.contiguous()
+    weight, bias = weight.contiguous(), bias.contiguous()
+    rows = x.numel() // n
+    y = torch.empty_like(x)
+    if rows == 0:
+        return y
+    cfg = launch_config(rows, n, x.dtype, rows_per_program=rows_per_program, num_warps=num_warps)
+    layer_norm_fwd_kernel[cfg["grid"]](
+        x, weight, bias, y, rows, n, float(eps),
+        BLOCK_N=cfg["BLOCK_N"], ROWS_PER_PROGRAM=cfg["ROWS_PER_PROGRAM"], num_warps=cfg["num_warps"],
+    )
+    return y

@@ -1,0 +1,186 @@
+"""The Triton LayerNorm kernel against torch, on CPU through the Triton interpreter.
+
+``TRITON_INTERPRET=1`` only takes effect for kernels decorated after it is set, and pytest may already
+have imported triton and the kernel (other test modules do). So each dtype runs in a fresh Python
+process started with the variable set: this file doubles as that worker (``python test_kernel.py
+fp16`` prints one JSON line of per-case errors) and the tests assert on what it reports.
+
+Error measures, against ``F.layer_norm`` computed in fp32 from the very same (rounded) inputs:
+* ``max_abs``: max |y - ref|.
+* ``max_scaled``: max |y - ref| / max(1, |ref|). For fp16/bf16 this is the gated number: an output
+  format with 11 (fp16) or 8 (bf16) significant bits cannot hold |y| >= 4 to 1e-2 absolute (bf16's
+  half-ulp there is 0.0156), so the 1e-2 bound is absolute below |y| = 1 and relative above.
+* ``frac_exact``: share of outputs bit-equal to the fp32 reference rounded to the output dtype; a
+  kernel that is off by more than rounding noise falls far below 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+N_VALUES = (1, 7, 64, 768, 1000, 4096, 5120, 16384)
+ROW_VALUES = (1, 3, 257)
+DTYPES = ("fp32", "fp16", "bf16")
+ABS_TOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 1e-2}
+WORKER_TIMEOUT_S = 600
+
+
+def _torch_dtype(name):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def _case(layer_norm, dtype, rows, n, *, loc=0.0, scale=1.0, param_dtype=None, seed=0, vs_fp64=False):
+    """Run one shape, return its error measures. Inputs are rounded to ``dtype`` first so that the
+    reference sees exactly what the kernel sees."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + rows * 65_537 + n)
+    x = (loc + scale * torch.randn(rows, n, generator=gen)).to(dtype)
+    param_dtype = param_dtype or dtype
+    w = torch.randn(n, generator=gen).to(param_dtype)
+    b = torch.randn(n, generator=gen).to(param_dtype)
+    y = layer_norm(x, w, b, 1e-5)
+    ref = F.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
+    err = (y.float() - ref).abs()
+    out = {
+        "rows": rows,
+        "N": n,
+        "loc": loc,
+        "scale": scale,
+        "param_dtype": str(param_dtype).replace("torch.", ""),
+        "out_dtype": str(y.dtype).replace("torch.", ""),
+        "finite": bool(torch.isfinite(y).all()),
+        "max_abs": err.max().item(),
+        "max_scaled": (err / ref.abs().clamp_min(1.0)).max().item(),
+        "frac_exact": (y == ref.to(dtype)).float().mean().item(),
+    }
+    if vs_fp64:
+        # With |mean| >> std the fp32 reference is itself off (the mean is not representable to
+        # better than half an fp32 ulp of |mean|): judge kernel and torch-fp32 against fp64 instead.
+        ref64 = F.layer_norm(x.double(), (n,), w.double(), b.double(), 1e-5)
+        out["kernel_err64"] = (y.double() - ref64).abs().max().item()
+        out["torch32_err64"] = (ref.double() - ref64).abs().max().item()
+    return out
+
+
+def _worker(dtype_name):
+    """Body of the child process: every case for one dtype, as a JSON list on stdout."""
+    assert os.environ.get("TRITON_INTERPRET") == "1", "the worker must run under TRITON_INTERPRET=1"
+    import torch
+
+    from lndeploy.plugins.layernorm.kernel import layer_norm
+
+    dtype = _torch_dtype(dtype_name)
+    results = [_case(layer_norm, dtype, rows, n) for n in N_VALUES for rows in ROW_VALUES]
+    # Values ~ 300 +- 300: sum(x^2) would overflow fp16 (max 65504) and E[x^2]-E[x]^2 would cancel.
+    results += [_case(layer_norm, dtype, rows, n, loc=300.0, scale=300.0, seed=1)
+                for n, rows in ((768, 257), (4096, 3), (16384, 3))]
+    # A large offset with a small spread: the case where E[x^2]-E[x]^2 loses all precision.
+    results.append(_case(layer_norm, dtype, 64, 1000, loc=1000.0, scale=1.0, seed=2, vs_fp64=True))
+    if dtype != torch.float32:  # fp32 gamma/beta with a half-precision input
+        results.append(_case(layer_norm, dtype, 257, 768, param_dtype=torch.float32, seed=3))
+    print(json.dumps(results))
+
+
+def run_worker(dtype_name):
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    # The child must find lndeploy the way this process did (editable install or pytest's rootdir).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), dtype_name], env=env,
+                          capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    assert proc.returncode == 0, f"worker for {dtype_name} failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=DTYPES)
+def reported(request):
+    return request.param, run_worker(request.param)
+
+
+def test_every_required_case_ran(reported):
+    _, results = reported
+    shapes = {(r["rows"], r["N"]) for r in results if r["loc"] == 0.0 and r["param_dtype"] == r["out_dtype"]}
+    assert shapes == {(rows, n) for n in N_VALUES for rows in ROW_VALUES}
+
+
+def test_output_dtype_is_input_dtype(reported):
+    name, results = reported
+    expected = str(_torch_dtype(name)).replace("torch.", "")
+    assert {r["out_dtype"] for r in results} == {expected}
+
+
+def test_error_within_tolerance(reported):
+    name, results = reported
+    measure = "max_abs" if name == "fp32" else "max_scaled"
+    gated = [r for r in results if not (name == "fp32" and "kernel_err64" in r)]
+    bad = [r for r in gated if not r["finite"] or r[measure] > ABS_TOL[name]]
+    assert not bad, f"{name}: {measure} above {ABS_TOL[name]}: {bad}"
+
+
+def test_large_offset_as_accurate_as_torch_fp32(reported):
+    """mean = 1000 * std: no better reference than fp64, no better yardstick than torch's own fp32
+    LayerNorm, whose error here is ~2e-4. E[x^2]-E[x]^2 in fp32 would be off by ~1e-1."""
+    name, results = reported
+    (case,) = [r for r in results if "kernel_err64" in r]
+    assert case["finite"]
+    if name == "fp32":
+        assert case["kernel_err64"] <= 2 * case["torch32_err64"] + 1e-6, case
+    else:
+        assert case["max_scaled"] <= ABS_TOL[name], case
+
+
+def test_output_is_rounding_of_reference(reported):
+    """At least 99 % of outputs equal the correctly rounded reference (N=1 is all beta: 100 %)."""
+    name, results = reported
+    if name == "fp32":
+        pytest.skip("fp32 output is compared by max_abs; exact equality is not expected in fp32")
+    worst = min(results, key=lambda r: r["frac_exact"])
+    assert worst["frac_exact"] >= 0.99, worst
+
+
+def test_launch_config_rules():
+    from lndeploy.plugins.layernorm.kernel import launch_config
+
+    small = launch_config(262144, 64, None)
+    assert small["BLOCK_N"] == 64 and small["ROWS_PER_PROGRAM"] > 1
+    assert small["grid"] == (262144 // small["ROWS_PER_PROGRAM"],)
+    # Few rows: the tile shrinks to the rows there are, not a 4096-element tile of mostly padding.
+    assert launch_config(3, 64)["ROWS_PER_PROGRAM"] == 4
+    big = launch_config(5, 5120)
+    assert (big["BLOCK_N"], big["ROWS_PER_PROGRAM"], big["grid"]) == (8192, 1, (5,))
+    warps = [launch_config(1, n)["num_warps"] for n in (1024, 4096, 16384, 65536)]
+    assert warps == sorted(warps) and warps[-1] <= 32
+
+
+@pytest.mark.parametrize("n", [0, 65537])
+def test_launch_config_rejects_unsupported_n(n):
+    from lndeploy.plugins.layernorm.kernel import launch_config
+
+    with pytest.raises(ValueError, match="N="):
+        launch_config(4, n)
+
+
+def test_launcher_validates_inputs_before_launching():
+    import torch
+
+    from lndeploy.plugins.layernorm.kernel import layer_norm
+
+    x = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match="weight has 4 elements"):
+        layer_norm(x, torch.ones(4), torch.zeros(8))
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        layer_norm(x.double(), torch.ones(8).double(), torch.zeros(8).double())
+    with pytest.raises(ValueError, match="cannot be viewed"):
+        layer_norm(x, torch.ones(3), torch.zeros(3), normalized_numel=3)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
