@@ -60,7 +60,7 @@ def _case(layer_norm, dtype, rows, n, *, loc=0.0, scale=1.0, param_dtype=None, s
         "finite": bool(torch.isfinite(y).all()),
         "max_abs": err.max().item(),
         "max_scaled": (err / ref.abs().clamp_min(1.0)).max().item(),
-        "frac_exact": (y == ref.to(dtype)).float().mean().item(),
+        "frac_exact": _frac_exact(y, ref),
     }
     if vs_fp64:
         # With |mean| >> std the fp32 reference is itself off (the mean is not representable to
@@ -69,6 +69,19 @@ def _case(layer_norm, dtype, rows, n, *, loc=0.0, scale=1.0, param_dtype=None, s
         out["kernel_err64"] = (y.double() - ref64).abs().max().item()
         out["torch32_err64"] = (ref.double() - ref64).abs().max().item()
     return out
+
+
+def _frac_exact(y, ref):
+    """Share of y equal to ref rounded to y's dtype. Rounding means round-to-nearest-even (numpy, and
+    the GPU's cvt.rn), or for bf16 also round-toward-zero: the Triton 3.9 interpreter casts fp32 to
+    bf16 by dropping the low 16 bits."""
+    import torch
+
+    frac = (y == ref.to(y.dtype)).float().mean().item()
+    if y.dtype == torch.bfloat16:
+        truncated = (ref.contiguous().view(torch.int32) & -65536).view(torch.float32).to(y.dtype)
+        frac = max(frac, (y == truncated).float().mean().item())
+    return frac
 
 
 def _worker(dtype_name):
@@ -138,11 +151,12 @@ def test_large_offset_as_accurate_as_torch_fp32(reported):
 
 
 def test_output_is_rounding_of_reference(reported):
-    """At least 99 % of outputs equal the correctly rounded reference (N=1 is all beta: 100 %)."""
+    """At least 99 % of outputs equal the rounded reference (N=1 is all beta: 100 %). Not for the
+    |mean| = 1000 * std case, where the fp32 reference itself is off by more than rounding noise."""
     name, results = reported
     if name == "fp32":
         pytest.skip("fp32 output is compared by max_abs; exact equality is not expected in fp32")
-    worst = min(results, key=lambda r: r["frac_exact"])
+    worst = min((r for r in results if "kernel_err64" not in r), key=lambda r: r["frac_exact"])
     assert worst["frac_exact"] >= 0.99, worst
 
 
