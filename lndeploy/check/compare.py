@@ -1,0 +1,113 @@
+"""Run the PyTorch model and the artifact through Polygraphy's Comparator and gather the statistics."""
+
+from __future__ import annotations
+
+import contextlib
+
+from lndeploy import inputs as gen
+from lndeploy.errors import BadInputError
+
+
+def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, samples: int | None,
+            seed: int, debug: bool):
+    from polygraphy.comparator import Comparator
+    from polygraphy.comparator.compare import SimpleCompareFunc
+
+    from lndeploy.check import CheckResult
+    from lndeploy.check.runners import SessionRunner, TorchRunner
+    from lndeploy.session import Session
+
+    opened = {}
+
+    def open_session():
+        opened["session"] = Session(artifact, backend=backend)
+        return opened["session"]
+
+    probe = open_session()
+    _check_signature(spec, probe)
+    output_names = probe.output_names
+    schedule, skipped = _runnable_schedule(spec, samples, seed)
+    if not schedule:
+        raise BadInputError(f"PyTorch cannot run the model at any generated size: {skipped[0]['reason']}")
+    runners = [SessionRunner(lambda: opened.get("session") or open_session(), name=backend),
+               TorchRunner(spec, output_names)]
+    feeds = [feed for _, feed in schedule]
+    with _polygraphy_quiet(debug):
+        results = Comparator.run(runners, data_loader=feeds)
+        func = SimpleCompareFunc(atol=atol, rtol=rtol if rtol is not None else 0.0, check_error_stat="elemwise")
+        accuracy = Comparator.compare_accuracy(results, compare_func=func, comparisons=[(0, 1)])
+    iterations = next(iter(accuracy[0].values()))  # one compare func, one runner pair
+    result = CheckResult(passed=bool(accuracy), backend=backend, provider=probe.provider, atol=atol, rtol=rtol,
+                         artifact=artifact, skipped=skipped)
+    for index, ((sizes, feed), per_output) in enumerate(zip(schedule, iterations)):
+        result.samples.append({"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()},
+                               "passed": all(bool(r) for r in per_output.values())})
+        for name, stats in per_output.items():
+            _merge(result.outputs, name, stats, index)
+    finish_stats(result.outputs)
+    missing = [n for n in output_names if n not in result.outputs]
+    if missing:
+        result.passed = False
+        for name in missing:
+            result.outputs[name] = {"max_abs": float("nan"), "max_rel": float("nan"), "mean_abs": float("nan"),
+                                    "worst_sample": None, "note": "not compared"}
+    return result
+
+
+def _merge(outputs: dict, name: str, stats, index: int) -> None:
+    current = outputs.get(name)
+    entry = {"max_abs": stats.max_absdiff, "max_rel": stats.max_reldiff, "mean_abs": stats.mean_absdiff,
+             "worst_sample": index}
+    if current is None:
+        outputs[name] = entry
+        entry["_mean_sum"], entry["_count"] = stats.mean_absdiff, 1
+        return
+    current["_mean_sum"] += stats.mean_absdiff
+    current["_count"] += 1
+    current["mean_abs"] = current["_mean_sum"] / current["_count"]
+    current["max_rel"] = max(current["max_rel"], stats.max_reldiff)
+    if not stats.max_absdiff <= current["max_abs"]:  # NaN wins: it is the worst
+        current["max_abs"], current["worst_sample"] = stats.max_absdiff, index
+
+
+def finish_stats(outputs: dict) -> None:
+    for entry in outputs.values():
+        entry.pop("_mean_sum", None)
+        entry.pop("_count", None)
+
+
+def _check_signature(spec, session) -> None:
+    names = set(spec.inputs)
+    for meta in session.inputs:
+        if meta.name not in names:
+            raise BadInputError(f"artifact input {meta.name!r} is not an input of the model ({sorted(names)})")
+
+
+def _runnable_schedule(spec, samples: int | None, seed: int):
+    """Generated (sizes, feed) pairs that PyTorch itself can run; the others are reported, not failed."""
+    import torch
+
+    specs = gen.specs_from_examples(spec.inputs, spec.dynamic_axes)
+    keep, skipped = [], []
+    for sizes, feed in gen.schedule(specs, samples, seed):
+        try:
+            with torch.inference_mode():
+                spec.call({k: torch.from_numpy(v) for k, v in feed.items()})
+        except Exception as err:  # the model itself does not support these sizes
+            skipped.append({"sizes": sizes, "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
+            continue
+        keep.append((sizes, feed))
+    return keep, skipped
+
+
+@contextlib.contextmanager
+def _polygraphy_quiet(debug: bool):
+    from polygraphy.logger import G_LOGGER
+
+    previous = G_LOGGER.module_severity
+    if not debug:
+        G_LOGGER.module_severity = G_LOGGER.ERROR
+    try:
+        yield
+    finally:
+        G_LOGGER.module_severity = previous

@@ -1,0 +1,79 @@
+"""Polygraphy runners: PyTorch (the reference) and any lndeploy ``Session``.
+
+Polygraphy's own ``PytRunner`` (0.53.6) calls ``.cuda()`` unconditionally, zips single outputs over
+the batch dim and mishandles dtypes, so PyTorch gets a small runner of ours. Deployed artifacts run
+through ``lndeploy.Session``, which reports the provider that actually ran.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+
+
+class TorchRunner(BaseRunner):
+    """Runs a loaded ``ModelSpec`` in eval mode under ``torch.inference_mode`` on the CPU."""
+
+    def __init__(self, spec, output_names: list[str], name: str = "pytorch"):
+        super().__init__(name=name, prefix="pytorch-runner")
+        self.spec = spec
+        self.output_names = output_names
+
+    def activate_impl(self):
+        self.spec.module.eval()
+
+    def get_input_metadata_impl(self):
+        meta = TensorMetadata()
+        for name, tensor in self.spec.inputs.items():
+            axes = self.spec.dynamic_axes.get(name, {})
+            shape = [axes.get(i, int(n)) for i, n in enumerate(tensor.shape)]
+            meta.add(name, dtype=tensor.detach().cpu().numpy().dtype, shape=shape)
+        return meta
+
+    def infer_impl(self, feed_dict):
+        import torch
+
+        from lndeploy.export.verify import flatten_outputs
+
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feed_dict.items()}
+        start = time.perf_counter()
+        with torch.inference_mode():
+            values = flatten_outputs(self.spec.call(tensors))
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict(zip(self.output_names, (v.astype(np.float32) if v.dtype.kind == "f" else v
+                                                   for v in values)))
+
+    def deactivate_impl(self):
+        pass
+
+
+class SessionRunner(BaseRunner):
+    """Runs an artifact through ``lndeploy.Session`` (ONNX Runtime, reference evaluator, TensorRT)."""
+
+    def __init__(self, open_session, name: str):
+        super().__init__(name=name, prefix="lndeploy-runner")
+        self._open = open_session
+        self.session = None
+
+    def activate_impl(self):
+        self.session = self._open()
+
+    def get_input_metadata_impl(self):
+        meta = TensorMetadata()
+        for m in self.session.inputs:
+            meta.add(m.name, dtype=m.dtype, shape=[d if d is not None else -1 for d in m.shape])
+        return meta
+
+    def infer_impl(self, feed_dict):
+        used = set(self.session.input_names)
+        start = time.perf_counter()
+        outputs = self.session.run({k: v for k, v in feed_dict.items() if k in used})
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict((k, v.astype(np.float32) if v.dtype in (np.float16,) else v) for k, v in outputs.items())
+
+    def deactivate_impl(self):
+        self.session = None

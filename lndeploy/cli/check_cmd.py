@@ -1,0 +1,52 @@
+"""``lndeploy check``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lndeploy.cli.options import debug_flag, ln_option, opset_option, precision_option
+
+
+@click.command("check")
+@click.argument("model")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to check.")
+@click.option("--engine", type=click.Path(dir_okay=False), help="A TensorRT engine to check.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "onnx-reference", "tensorrt"]),
+              help="What runs the artifact [default: onnxruntime for ONNX, tensorrt for engines].")
+@click.option("--atol", type=float, help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
+@click.option("--rtol", type=float, help="Also pass elements within this relative error (not gated by default).")
+@click.option("--samples", type=click.IntRange(min=1), help="Input sets to run [default: one per size combination].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@ln_option
+@precision_option
+@opset_option
+@click.pass_context
+def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset):
+    """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
+
+    Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
+    every dynamic dim (batch 1 and 3; other dynamic dims 1, 7 and 64). Exit 0 when every output is
+    within tolerance on every sample, 1 when not, 2 on bad input, 3 when the backend cannot run here.
+
+    \b
+    Example:
+      lndeploy check models/rnn.py --report report.json
+      lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
+    """
+    from lndeploy.check import check
+
+    result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
+                   report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx))
+    for name, stats in result.outputs.items():
+        click.echo(f"  {name}: max abs {stats['max_abs']:.3g}  max rel {stats['max_rel']:.3g}  "
+                   f"mean abs {stats['mean_abs']:.3g}")
+    for skip in result.skipped:
+        click.echo(f"  skipped sizes {skip['sizes']}: PyTorch itself fails ({skip['reason']})")
+    click.echo(result.summary())
+    if report:
+        click.echo(f"wrote {report}")
+    if not result.passed:
+        sys.exit(1)
