@@ -27,18 +27,21 @@ import triton.language as tl
 MAX_N = 65536
 # At or below this N, several rows share one program.
 SMALL_N_MAX = 512
-# Elements one small-N program handles (ROWS_PER_PROGRAM * BLOCK_N); 4 warps -> 32 fp32 values per thread.
+# Elements one small-N program handles (ROWS_PER_PROGRAM * BLOCK_N).
 SMALL_N_TILE = 4096
-# Elements per thread that the large-N num_warps rule aims for (fewer once 32 warps are reached).
-LARGE_N_ELEMS_PER_THREAD = 8
+# Elements per thread that the num_warps rule aims for (more once 32 warps are reached).
+ELEMS_PER_THREAD = 8
 MAX_WARPS = 32
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _layer_norm_fwd(X, W, B, Y, rows, N, eps, BLOCK_N: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr):
-    """One [ROWS_PER_PROGRAM, BLOCK_N] tile of rows per program. Arguments are ordered inputs, output,
-    then sizes, which is the order a TensorRT plugin passes them (inputs, outputs, extra args)."""
+def _layer_norm_fwd(X, W, B, rows, N, Y, eps, BLOCK_N: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr):
+    """One [ROWS_PER_PROGRAM, BLOCK_N] tile of rows per program.
+
+    The argument order is TensorRT's AOT plugin ABI: input pointers, i32 extra args, output pointers.
+    ``eps`` comes last because the AOT path bakes it in as a constant (QDP extra args are i32 only),
+    which removes it from the parameter list; the JIT launcher passes it at run time."""
     pid = tl.program_id(0)
     row = pid * ROWS_PER_PROGRAM + tl.arange(0, ROWS_PER_PROGRAM)
     col = tl.arange(0, BLOCK_N)
@@ -103,9 +106,10 @@ def _default_rows_per_program(rows: int, block_n: int) -> int:
 
 
 def _default_num_warps(tile: int) -> int:
-    if tile <= SMALL_N_TILE:
-        return 4
-    return min(MAX_WARPS, max(4, tile // (32 * LARGE_N_ELEMS_PER_THREAD)))
+    """~8 elements per thread: 32 B of fp32 (two 16-byte vectors) in flight per thread, few registers.
+    At least 4 warps so that small tiles still fill a scheduler quad; at most 32 (1024 threads), so
+    rows above 8192 elements hold more per thread (and spill a little above 16384 in fp32)."""
+    return min(MAX_WARPS, max(4, tile // (32 * ELEMS_PER_THREAD)))
 
 
 def _check_pow2(name: str, value: int) -> None:
@@ -146,7 +150,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
         return y
     cfg = launch_config(rows, n, x.dtype, rows_per_program=rows_per_program, num_warps=num_warps)
     layer_norm_fwd_kernel[cfg["grid"]](
-        x, weight, bias, y, rows, n, float(eps),
+        x, weight, bias, rows, n, y, float(eps),
         BLOCK_N=cfg["BLOCK_N"], ROWS_PER_PROGRAM=cfg["ROWS_PER_PROGRAM"], num_warps=cfg["num_warps"],
     )
     return y
