@@ -1,0 +1,32 @@
+# The README's first two commands: `make demo` (export + parity-check a zoo model) and `make test`.
+# Both create .venv on first use. TORCH_SPEC pins the CPU build that lies on this project's machines;
+# a GPU user keeps their own CUDA torch with `make demo TORCH_SPEC=` in a venv that already has it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.lndeploy-installed
+DEMO_MODEL ?= transformer
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p out
+	$(BIN)/lndeploy export models/$(DEMO_MODEL).py -o out/$(DEMO_MODEL).onnx
+	$(BIN)/lndeploy inspect out/$(DEMO_MODEL).onnx
+	$(BIN)/lndeploy check models/$(DEMO_MODEL).py --onnx out/$(DEMO_MODEL).onnx --report out/$(DEMO_MODEL)-report.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache

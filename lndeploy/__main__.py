@@ -1,0 +1,3 @@
+from lndeploy.cli import main
+
+main()

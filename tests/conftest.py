@@ -1,0 +1,40 @@
+"""Shared fixtures: run the CLI in-process (fast: torch is imported once) and find the zoo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = ["fnn", "cnn", "rnn", "lstm", "gru", "transformer"]
+
+
+@dataclass
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli("check", "models/fnn.py")`` -> CliRun(code, out, err), exactly as the command exits."""
+    from lndeploy.cli import main
+
+    def run(*args) -> CliRun:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        captured = capsys.readouterr()
+        return CliRun(code, captured.out, captured.err)
+
+    return run
+
+
+def zoo_model(name: str) -> str:
+    return str(REPO / "models" / f"{name}.py")
