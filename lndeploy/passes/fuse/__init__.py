@@ -1,0 +1,164 @@
+"""``lndeploy fuse``: LayerNorm written as primitive ops -> one node (issue 5, SPEC section 2).
+
+Rules, applied in this order, each one module with its formula in its docstring:
+
+1. ``layer_norm``: mean / variance / eps / root over trailing axes -> ``LayerNormalization``
+2. ``channel_first_layer_norm``: the same over other axes -> Transpose, LayerNormalization, Transpose
+3. ``rms_norm``: ``x / sqrt(mean(x**2) + eps)`` -> ``RMSNormalization`` (opset >= 23 only)
+4. ``ln_scale``: ``N(x) * scale`` -> N with that scale
+5. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
+
+Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
+A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
+ReduceMean to look at; if nothing is fused, the input is returned unchanged. ``to="plugin"`` then
+turns every LayerNormalization into lndeploy's plugin node (:mod:`lndeploy.passes.ln_to_plugin`).
+With ``verify`` ONNX Runtime runs the input and the result on the same random inputs and a change
+beyond 1e-5 (fp32) raises ParityError before anything is written.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+
+from lndeploy.errors import BadInputError
+
+RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "rms_norm", "ln_scale", "ln_bias")
+LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
+MIN_OPSET = 17
+
+
+@dataclass
+class FuseResult:
+    """What fuse did. ``model`` is the rewritten ModelProto; ``to_dict()`` is the JSON report."""
+
+    model: object
+    input: str | None
+    output: str | None
+    to: str
+    opset_before: int
+    opset_after: int
+    counts: dict
+    ops_before: dict
+    ops_after: dict
+    unconverted: list = field(default_factory=list)  # {"node", "rule", "reason"}
+    notes: list = field(default_factory=list)
+    verification: dict | None = None
+
+    @property
+    def ln_nodes(self) -> int:
+        return sum(n for op, n in self.ops_after.items() if op in LN_OPS)
+
+    def to_dict(self) -> dict:
+        ln_before = sum(n for op, n in self.ops_before.items() if op in LN_OPS)
+        return {
+            "input": self.input, "output": self.output, "to": self.to,
+            "opset": {"before": self.opset_before, "after": self.opset_after},
+            "rules": dict(self.counts),
+            "ln_nodes": {"before": ln_before, "after": self.ln_nodes},
+            "ops_before": dict(self.ops_before), "ops_after": dict(self.ops_after),
+            "unconverted": list(self.unconverted), "notes": list(self.notes),
+            "verification": self.verification,
+        }
+
+
+def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=None,
+         opset: int | None = None) -> FuseResult:
+    """Rewrite primitive-op LayerNorm (and RMS norm) in ``input`` (a path or a ModelProto).
+
+    Writes ``output`` (atomically) and the JSON ``report`` when given, both only after verification
+    passed. Raises BadInputError for an unreadable model or a bad option, ParityError when the
+    rewrite changes an output.
+    """
+    from lndeploy.fileio import write_json_atomic
+    from lndeploy.onnxfile import opset_version, save_model
+
+    if to not in ("native", "plugin"):
+        raise BadInputError(f"--to must be 'native' or 'plugin', got {to!r}")
+    source, name = _load(input)
+    before = opset_version(source)
+    _check_opset(opset, before)
+    notes: list[str] = []
+    model, counts, unconverted = _rewrite(source, opset, notes)
+    if to == "plugin":
+        model = _to_plugin(model, counts, unconverted)
+    result = FuseResult(model, name, os.fspath(output) if output is not None else None, to, before,
+                        opset_version(model), counts, histogram(source), histogram(model), unconverted, notes)
+    if verify:
+        from lndeploy.passes.fuse import _verify
+
+        result.verification = _verify.compare(source, model)
+    if output is not None:
+        save_model(model, output)
+    if report is not None:
+        write_json_atomic(report, result.to_dict())
+    return result
+
+
+def _load(input):
+    import onnx
+
+    if isinstance(input, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(input)
+        return copy, None
+    if isinstance(input, (str, os.PathLike)):
+        from lndeploy.onnxfile import load_model
+
+        return load_model(input), os.fspath(input)
+    raise BadInputError(f"fuse takes an ONNX file path or a ModelProto, got {type(input).__name__}")
+
+
+def _check_opset(opset: int | None, before: int) -> None:
+    if opset is None:
+        return
+    if opset < MIN_OPSET:
+        raise BadInputError(f"--opset {opset}: LayerNormalization needs opset >= {MIN_OPSET}")
+    if opset < before:
+        raise BadInputError(f"--opset {opset} is below the model's opset {before}; fuse does not lower opsets")
+
+
+def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list]:
+    """Run the rules; the input comes back untouched when none fired and no opset was asked for."""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    from lndeploy.passes.fuse import _common, _prepare
+
+    counts = dict.fromkeys(RULE_ORDER, 0)
+    if opset is None and not _prepare.has_op(source, "ReduceMean"):
+        return source, counts, []
+    work = _prepare.prepare(source, opset, notes)
+    model = ir.serde.deserialize_model(work)
+    refusals = _common.Notes()
+    for rule_name, module in zip(RULE_ORDER, _prepare.rule_modules()):
+        counts[rule_name] = module.rules(refusals).apply_to_model(model)
+    if not any(counts.values()) and opset is None:
+        notes.clear()
+        return source, counts, refusals.left()
+    RemoveUnusedNodesPass()(model)  # the eps/exponent Constant nodes the matches left behind
+    return ir.serde.serialize_model(model), counts, refusals.left()
+
+
+def _to_plugin(model, counts: dict, unconverted: list):
+    from lndeploy.passes import ln_to_plugin
+
+    model, plugin_report = ln_to_plugin.rewrite(model)
+    counts["to_plugin"] = plugin_report.rewritten
+    unconverted.extend({"node": node, "rule": "to_plugin", "reason": reason}
+                       for node, reason in plugin_report.skipped)
+    return model
+
+
+def histogram(model) -> dict:
+    """op -> count over the graph and its subgraphs; ops outside the default domain as domain.op."""
+    from lndeploy.plugin_spec import iter_graphs
+
+    counter = collections.Counter(
+        f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        for g in iter_graphs(model.graph) for n in g.node)
+    return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+__all__ = ["fuse", "FuseResult", "RULE_ORDER", "histogram"]

@@ -1,0 +1,214 @@
+"""Pattern pieces and checks shared by the fuse rules.
+
+The rules are written with onnxscript's rewriter (``onnxscript.rewriter.pattern``): a pattern
+function, a check that refuses anything that is not the same math, and a replacement. What they
+share lives here: the spellings of ``d**2`` and of ``d / sqrt(v + eps)``, reading the axes of a
+``ReduceMean`` in both of its spellings (attribute before opset 18, input from 18), reading constants
+(a graph input is never a constant: its value can be overridden), and rewriting a scale or bias into
+the exact shape of the normalized dims.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter import pattern
+from onnxscript.rewriter._basics import MatchFailureError
+
+FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
+# the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
+FORMS = ("div", "mul", "mul_swapped")
+
+
+@dataclass
+class Notes:
+    """Candidates a rule matched but refused, keyed by the node the match ended at."""
+
+    refused: dict = field(default_factory=dict)  # ir.Node -> (rule, reason)
+    names: itertools.count = field(default_factory=itertools.count)
+
+    def refuse(self, node, rule: str, reason: str) -> None:
+        self.refused.setdefault(node, (rule, reason))
+
+    def left(self) -> list[dict]:
+        """Refusals whose candidate is still in the graph (no later rule fused it)."""
+        return [{"node": n.name or n.op_type, "rule": rule, "reason": reason}
+                for n, (rule, reason) in self.refused.items() if n.graph is not None]
+
+    def fresh_name(self, stem: str) -> str:
+        return f"{stem}_lndeploy_fuse_{next(self.names)}"
+
+
+def square(op, d, p2):
+    """``d ** 2`` as ``Pow(d, p2)`` (p2 checked to be exactly 2) or ``Mul(d, d)``."""
+    return pattern.OrValue([op.Pow(d, p2), op.Mul(d, d)])
+
+
+def normalize(op, num, var, eps, form: str, half, minus_half, one):
+    """``num / sqrt(var + eps)`` in ``form`` (see FORMS), with every spelling of the root.
+
+    sqrt(v)     : Sqrt(v) | Pow(v, 0.5)
+    1 / sqrt(v) : Reciprocal(sqrt(v)) | Pow(v, -0.5) | Div(1, sqrt(v))
+    """
+    plus_eps = pattern.OrValue([op.Add(var, eps), op.Add(eps, var)])
+    root = pattern.OrValue([op.Sqrt(plus_eps), op.Pow(plus_eps, half)])
+    if form == "div":
+        return op.Div(num, root)
+    inverse = pattern.OrValue([op.Reciprocal(root), op.Pow(plus_eps, minus_half), op.Div(one, root)])
+    return op.Mul(num, inverse) if form == "mul" else op.Mul(inverse, num)
+
+
+def fail(reason: str, *sources):
+    raise MatchFailureError(reason, *[s for s in sources if s is not None])
+
+
+def const_array(value) -> np.ndarray | None:
+    """The value's constant content, or None (also for graph inputs, which callers may override)."""
+    if value is None or value.is_graph_input():
+        return None
+    from onnxscript.rewriter._ir_utils import get_numpy_value
+
+    return get_numpy_value(value)
+
+
+def check_exponents(p2, half, minus_half, one) -> None:
+    """The exponents and the numerator of the reciprocal must be exactly what the formula says."""
+    for value, want, what in ((p2, 2.0, "square"), (half, 0.5, "square root"),
+                              (minus_half, -0.5, "reciprocal square root"), (one, 1.0, "reciprocal")):
+        if value is None:
+            continue  # that spelling was not used
+        array = const_array(value)
+        if array is None or array.size != 1 or float(array.reshape(())) != want:
+            fail(f"the {what} uses {_show(array)} where the formula needs exactly {want}", value)
+
+
+def rank_of(x) -> int:
+    if x.shape is None:
+        fail("the input's rank is unknown (shape inference could not type it)", x)
+    return x.shape.rank()
+
+
+def reduce_axes(node, rank: int) -> tuple[int, ...]:
+    """Sorted non-negative axes of a ReduceMean with keepdims=1, from its attribute or its input."""
+    keepdims = node.attributes.get_int("keepdims", 1)
+    if keepdims != 1:
+        fail("a ReduceMean drops the reduced dims (keepdims=0), so it does not broadcast like LN", node)
+    axes = node.attributes.get_ints("axes", None)
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        array = const_array(node.inputs[1])
+        if array is None:
+            fail("the ReduceMean axes are not constant", node)
+        axes = array.reshape(-1).tolist()
+    if not axes:
+        if node.attributes.get_int("noop_with_empty_axes", 0):
+            fail("a ReduceMean with empty axes and noop_with_empty_axes=1 reduces nothing", node)
+        axes = list(range(rank))
+    normalized = sorted({a + rank if a < 0 else a for a in axes})
+    if normalized[0] < 0 or normalized[-1] >= rank or len(normalized) != len(axes):
+        fail(f"the ReduceMean axes {list(axes)} are not valid for rank {rank}", node)
+    return tuple(normalized)
+
+
+def stats_axes(x, mean, var) -> tuple[int, ...]:
+    """The axes both means reduce over; they must be the same set."""
+    rank = rank_of(x)
+    mean_axes = reduce_axes(mean.producer(), rank)
+    var_axes = reduce_axes(var.producer(), rank)
+    if mean_axes != var_axes:
+        fail(f"the mean is over axes {list(mean_axes)} but the variance over {list(var_axes)}", var.producer())
+    return mean_axes
+
+
+def epsilon_of(eps, rank: int) -> float:
+    array = const_array(eps)
+    if array is None:
+        fail("epsilon is not a constant (computed, or a graph input that can be overridden)", eps)
+    if array.size != 1 or array.ndim > rank:
+        fail(f"epsilon has shape {list(array.shape)}, not a scalar", eps)
+    value = float(array.reshape(()))
+    if not np.isfinite(value) or value < 0:
+        fail(f"epsilon is {value}, not a finite non-negative number", eps)
+    return value
+
+
+def float_dtype(x):
+    dtype = x.dtype
+    if dtype not in FLOAT_TYPES:
+        fail(f"the input type {dtype} is not a float type LayerNormalization takes", x)
+    return dtype
+
+
+def is_trailing(axes: tuple[int, ...], rank: int) -> bool:
+    return tuple(axes) == tuple(range(rank - len(axes), rank))
+
+
+def static_dims(x, axes) -> tuple[int, ...]:
+    dims = [x.shape[a] for a in axes]
+    if not all(isinstance(d, int) for d in dims):
+        fail(f"the normalized dims {[str(d) for d in dims]} are not static", x)
+    return tuple(dims)
+
+
+def typed(value, like, perm=None):
+    """Give a new value the type and shape of ``like`` (permuted by ``perm``): later rules need ranks."""
+    value.type = like.type
+    if like.shape is not None:
+        dims = list(like.shape)
+        value.shape = ir.Shape([dims[p] for p in perm] if perm is not None else dims)
+    return value
+
+
+def ones(op, notes: Notes, x, dims) -> ir.Value:
+    """A constant all-ones scale of the normalized shape, in x's type."""
+    data = np.ones(dims, dtype=x.dtype.numpy())
+    return op.initializer(ir.tensor(data), name=notes.fresh_name(f"{x.name or 'x'}_ones"))
+
+
+def is_all(value, number: float) -> bool:
+    """True for a missing optional input when number is 0, or a constant filled with ``number``."""
+    if value is None:
+        return number == 0.0
+    array = const_array(value)
+    return array is not None and bool(np.all(array == number))
+
+
+def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> ir.Value:
+    """``param`` (broadcast against an output of rank ``out_rank``) as a tensor of the normalized shape.
+
+    Allowed only where it broadcasts as LN's scale and bias do: every dim of ``param`` that lines up
+    with a non-normalized output axis is 1, every other dim is 1 or the normalized dim. ``out_axes``
+    are the output axes the normalized dims sit on, in increasing order. Constants are reshaped and
+    broadcast here; a computed tensor gets a Reshape (and an Expand where it broadcasts).
+    """
+    shape = param.shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        fail("the scale or bias has no static shape", param)
+    shape = tuple(shape)
+    if len(shape) > out_rank:
+        fail(f"the scale or bias has rank {len(shape)}, more than the normalized input's {out_rank}", param)
+    full = (1,) * (out_rank - len(shape)) + shape
+    if any(full[a] != 1 for a in range(out_rank) if a not in out_axes):
+        fail(f"the scale or bias of shape {list(shape)} varies along a non-normalized axis", param)
+    picked = tuple(full[a] for a in out_axes)
+    if any(p not in (1, n) for p, n in zip(picked, norm_dims)):
+        fail(f"the scale or bias of shape {list(shape)} does not broadcast to {list(norm_dims)}", param)
+    array = const_array(param)
+    name = notes.fresh_name(param.name or "param")
+    if array is not None:
+        data = np.ascontiguousarray(np.broadcast_to(array.reshape(picked), norm_dims))
+        return op.initializer(ir.tensor(data), name=name)
+    value = param
+    if shape != picked:
+        value = op.Reshape(param, op.initializer(ir.tensor(np.array(picked, np.int64)), name=name + "_shape"))
+    if picked != tuple(norm_dims):
+        value = op.Expand(value, op.initializer(ir.tensor(np.array(norm_dims, np.int64)), name=name + "_dims"))
+    return value
+
+
+def _show(array) -> str:
+    if array is None:
+        return "a non-constant"
+    return str(array.reshape(-1).tolist()[:4])
