@@ -1,0 +1,114 @@
+"""The layer_norm rule on graphs built with onnx.helper: every spelling fuses into one node that
+computes what ONNX Runtime computed before (<= 1e-5) and what a float64 numpy LN computes; every
+near-miss is left exactly as it was."""
+
+import numpy as np
+import pytest
+
+from lndeploy.passes.fuse import fuse
+from lndeploy.passes.fuse import _testing as T
+
+EPS = 1e-5
+
+
+def fused_and_checked(model, feed, ref):
+    result = fuse(model)  # verify=True: ParityError above 1e-5
+    before, after = T.run(model, feed), T.run(result.model, feed)
+    (name,) = before
+    assert T.max_abs(after[name], before[name]) <= 1e-5
+    assert T.max_abs(after[name], ref) <= 1e-5
+    return result
+
+
+@pytest.mark.parametrize("opset", [14, 18])
+@pytest.mark.parametrize("how", ["pow", "mul"])
+@pytest.mark.parametrize("root", T.ROOTS)
+def test_every_spelling_becomes_one_layer_normalization(opset, how, root):
+    g = T.Graph(opset)
+    x = g.input("x", ["batch", 5, 16])
+    model = g.model(T.layer_norm(g, x, [-1], eps=EPS, how=how, root=root))
+    feed = {"x": T.normal(3, 5, 16)}
+    result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [-1], EPS))
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+    ln = T.node(result.model, "LayerNormalization")
+    assert T.attrs(ln)["axis"] == -1 and T.attrs(ln)["epsilon"] == pytest.approx(EPS)
+    assert result.counts["layer_norm"] == 1 and result.opset_after == max(opset, 17)
+
+
+def test_eps_first_positive_axes_and_explicit_keepdims():
+    g = T.Graph(16)
+    x = g.input("x", [2, 3, 8])
+    model = g.model(T.layer_norm(g, x, [2], eps=1e-3, eps_first=True, keepdims=1))
+    feed = {"x": T.normal(2, 3, 8)}
+    result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [2], 1e-3))
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+
+
+@pytest.mark.parametrize("axes", [[-3, -2, -1], [1, 2, 3]])
+def test_chw_layer_norm_with_chw_scale_and_bias(axes):
+    g = T.Graph(16)
+    x = g.input("x", ["batch", 4, 3, 5])
+    scale, bias = T.normal(4, 3, 5, seed=1) + 1, T.normal(4, 3, 5, seed=2)
+    y = T.layer_norm(g, x, axes, eps=EPS)
+    model = g.model(g.op("Add", g.op("Mul", y, g.const(scale)), g.const(bias)))
+    feed = {"x": T.normal(2, 4, 3, 5)}
+    result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [1, 2, 3], EPS, scale, bias))
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+    ln = T.node(result.model, "LayerNormalization")
+    assert T.attrs(ln)["axis"] == -3
+    np.testing.assert_array_equal(T.initializer(result.model, ln.input[1]), scale)
+    np.testing.assert_array_equal(T.initializer(result.model, ln.input[2]), bias)
+
+
+def near_miss_unbiased_sum(g, x):
+    """var = ReduceSum(d^2) / (N - 1)  (torch.var's default)."""
+    d = g.op("Sub", x, g.reduce_mean(x, [-1]))
+    var = g.op("Div", g.op("ReduceSum", T.square(g, d), g.const([-1], np.int64)), g.const(15.0))
+    return T.divide_by_root(g, d, g.op("Add", var, g.const(EPS)))
+
+
+def near_miss_unbiased_rescaled(g, x):
+    """var = ReduceMean(d^2) * N / (N - 1)."""
+    d = g.op("Sub", x, g.reduce_mean(x, [-1]))
+    var = g.op("Mul", g.reduce_mean(T.square(g, d), [-1]), g.const(16.0 / 15.0))
+    return T.divide_by_root(g, d, g.op("Add", var, g.const(EPS)))
+
+
+def near_miss_eps_after_sqrt(g, x):
+    d = g.op("Sub", x, g.reduce_mean(x, [-1]))
+    std = g.op("Sqrt", g.reduce_mean(T.square(g, d), [-1]))
+    return g.op("Div", d, g.op("Add", std, g.const(EPS)))
+
+
+NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the pattern does not match at all)
+    "variance over N-1 (ReduceSum)": (near_miss_unbiased_sum, None),
+    "variance over N-1 (rescaled mean)": (near_miss_unbiased_rescaled, None),
+    "eps added after Sqrt": (near_miss_eps_after_sqrt, None),
+    "eps a graph input": (lambda g, x: T.layer_norm(g, x, [-1], eps=g.input("eps", [])), "epsilon is not a constant"),
+    "eps an overridable initializer": (
+        lambda g, x: T.layer_norm(g, x, [-1], eps=g.input(g.const(EPS, name="eps_init"), [])),
+        "epsilon is not a constant"),
+    "eps computed": (lambda g, x: T.layer_norm(g, x, [-1], eps=g.op("Abs", g.const(EPS))), "epsilon is not a constant"),
+    "eps per feature": (lambda g, x: T.layer_norm(g, x, [-1], eps=g.const(np.full(16, EPS))), "not a scalar"),
+    "mean over another axis than the variance": (
+        lambda g, x: T.layer_norm(g, x, [-1], var_axes=[-2]), "the mean is over axes"),
+    "exponent not exactly 2": (
+        lambda g, x: T.divide_by_root(g, d := g.op("Sub", x, g.reduce_mean(x, [-1])), g.op(
+            "Add", g.reduce_mean(T.square(g, d, exponent=2.001), [-1]), g.const(EPS))), "exactly 2.0"),
+    "keepdims=0": (lambda g, x: T.layer_norm(g, x, [-1], keepdims=0), "keepdims=0"),
+}
+
+
+@pytest.mark.parametrize("case", list(NEAR_MISSES))
+def test_near_misses_stay_untouched(case):
+    build, reason = NEAR_MISSES[case]
+    g = T.Graph(16)
+    x = g.input("x", [16, 16])
+    model = g.model(build(g, x))
+    result = fuse(model)
+    assert result.model == model  # byte for byte: no opset bump, no fused node
+    assert not any(result.counts.values())
+    if reason is None:
+        assert result.unconverted == []
+    else:
+        assert len(result.unconverted) == 1 and reason in result.unconverted[0]["reason"], result.unconverted
