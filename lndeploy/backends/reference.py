@@ -1,0 +1,83 @@
+"""ONNX's reference evaluator as a backend: slow, but it computes in the types the graph declares.
+
+Why it is here: ONNX Runtime's CPU provider runs fp16 MatMul/Gemm regions in fp32 (it inserts its own
+Casts), so an fp16 overflow that TensorRT would hit stays hidden on the CPU. The reference evaluator
+(numpy underneath) does fp16 arithmetic in fp16 and bf16 in bf16 (ml_dtypes): ``(x - mean)**2``
+overflows to inf where it would on an fp16 GPU kernel. It also computes ``LayerNormalization`` in its
+input type whatever ``stash_type`` says, like a runtime that does not honour ``stash_type``. So it is
+the CPU witness that an fp16 plan keeps its LN statistics in fp32 by its types alone.
+
+Nothing is upcast here: inputs are converted to the graph's declared input types (as every backend
+does) and outputs are returned in the types the graph produces. Plugin nodes run through the same
+model-local reference function as on ONNX Runtime (:func:`lndeploy.plugin_spec.with_reference_functions`);
+``Scan`` bodies are evaluated step by step.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lndeploy import plugin_spec
+from lndeploy.backends import TensorMeta, normalize_feed
+from lndeploy.errors import BadInputError
+
+
+class ReferenceSession:
+    """``run(inputs) -> {name: array}`` over ``onnx.reference.ReferenceEvaluator``."""
+
+    backend = "onnx-reference"
+    provider = "onnx.reference"
+
+    def __init__(self, model_or_path):
+        from onnx.reference import ReferenceEvaluator
+
+        model = _load(model_or_path)
+        if plugin_spec.plugin_nodes(model):
+            model = plugin_spec.with_reference_functions(model)
+        try:
+            self.evaluator = ReferenceEvaluator(model)
+        except Exception as err:
+            raise BadInputError(f"the ONNX reference evaluator cannot load the model: {_first_line(err)}") from err
+        initializers = {t.name for t in model.graph.initializer}
+        self.inputs = [_meta(v) for v in model.graph.input if v.name not in initializers]
+        self.outputs = [_meta(v) for v in model.graph.output]
+
+    def run(self, inputs) -> dict:
+        import numpy as np
+
+        feed = normalize_feed(inputs, self.inputs)
+        names = [m.name for m in self.outputs]
+        try:
+            values = self.evaluator.run(names, feed)
+        except Exception as err:
+            raise BadInputError(f"the ONNX reference evaluator failed to run the model: {_first_line(err)}") from err
+        return {name: np.asarray(value) for name, value in zip(names, values)}
+
+
+def _load(model_or_path):
+    import onnx
+
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from lndeploy.onnxfile import load_model
+
+        return load_model(model_or_path)
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    raise BadInputError(f"expected an ONNX model or a path, got {type(model_or_path).__name__}")
+
+
+def _meta(value) -> TensorMeta:
+    """Name, numpy dtype (ml_dtypes for bf16) and shape: ints for fixed dims, names or None otherwise."""
+    import numpy as np
+    from onnx import helper
+
+    tensor = value.type.tensor_type
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else None
+    dims = tensor.shape.dim if tensor.HasField("shape") else ()
+    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+    return TensorMeta(value.name, dtype, shape)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

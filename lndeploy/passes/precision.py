@@ -1,0 +1,422 @@
+"""Reduced-precision planning: fp16 / bf16 in the graph's own types, LayerNorm and sums in fp32.
+
+Strongly typed TensorRT (10.x with the flag, 11.x and TensorRT-RTX always) runs each layer in the
+types the ONNX graph gives it; there is no builder flag left to ask for fp16. So the plan is written
+into the graph:
+
+* float tensors become fp16 (or bf16): matmuls, convolutions, activations, products, weights;
+* graph inputs and outputs stay fp32 (Casts at the edges), so parity is checked against PyTorch's fp32;
+* every LN (``LayerNormalization``, also in Scan bodies, and lndeploy plugin nodes) is an fp32 island::
+
+      Y16 = Cast<fp16>(LN(Cast<fp32>(X16), Scale32, B32))
+
+  The island, not ``stash_type``: TensorRT-RTX's parser keeps the island's layer types (its
+  normalization layer reads and writes fp32), while an fp16 LN with ``stash_type=1`` becomes an
+  fp16 normalization layer with no compute-precision knob; ONNX's reference evaluator also ignores
+  ``stash_type`` on fp16 input. With ``d = x - mean``, ``d*d`` overflows fp16 once ``|d| > 256``;
+* sums stay fp32 too (``Add``, ``Sum``, ``ReduceMean``/``ReduceSum``, ``Softmax``): a residual stream
+  rounded to bf16's 8 mantissa bits after every block loses the small updates (transformer zoo model,
+  bf16: 2.1e-2 max abs with fp16 sums, 5e-3 with fp32 sums; PyTorch's autocast keeps them fp32 too).
+  The Casts around them are pointwise and fuse into the neighbouring kernels in TensorRT.
+
+The conversion itself is onnxconverter-common's ``convert_float_to_float16`` with these ops on its
+block list. Version 1.16 gets these wrong for our graphs; each is patched around here, minimally:
+
+1. it rewires a blocked node's inputs to Casts *before* deciding which initializers stay fp32, so an
+   initializer that also has a ``value_info`` entry (the dynamo exporter writes them) is rounded to
+   fp16 and cast back: we drop value_info entries that duplicate an initializer;
+2. it decides per graph, so a Scan body's LN whose Scale/B are outer-scope initializers gets them in
+   fp16, with no Cast; an initializer shared with a converted node is also converted: such blocked
+   nodes get a private fp32 copy of the initializer in their own graph;
+3. it finds types in ``value_info`` and graph inputs only: a blocked node reading a value typed only
+   as a graph output (an RNN's carried state in a Scan body) gets no Cast to fp32, and the plugin's
+   output (the op has no type inference) gets no Cast back: both are declared in ``value_info``;
+4. ``ConstantOfShape`` without ``value`` (an implicit fp32 zero) and the model's own ``Cast(to=FLOAT)``
+   keep producing fp32: the first gets an explicit value, the second is retargeted afterwards;
+5. with ``keep_io_types`` a blocked node that writes a graph output leaves that output fp16: its Cast
+   back becomes a Cast to fp32;
+6. Cast round trips fp32 -> fp16 -> fp32 between two blocked nodes are only removed in simple chains:
+   the rest are folded here (the fp32 value is used directly; that only removes a rounding).
+
+bf16: onnxconverter-common has no bf16. The fp16 plan is retyped (fp16 -> bf16 in initializers,
+constants, Casts and value_info), weights taken from the original fp32 values (no double rounding,
+no fp16 range clamp). ONNX types some ops in bf16 only from a later opset (``Conv`` 22,
+``ConstantOfShape`` 20): a bf16 plan raises the model's opset to the first that types every op.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from lndeploy import plugin_spec
+from lndeploy.errors import BadInputError
+
+PRECISIONS = ("fp16", "bf16")
+LN_OP_TYPES = ("LayerNormalization", plugin_spec.OP_TYPE)
+SUM_OP_TYPES = ("Add", "Sum", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "Softmax", "LogSoftmax")
+FP32_OP_TYPES = LN_OP_TYPES + SUM_OP_TYPES
+FP16_MAX = 65504.0
+FP16_MIN_POSITIVE = 2.0**-24  # the smallest fp16 subnormal: smaller magnitudes would flush to 0
+
+FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto data types
+
+
+def plan_precision(model, precision: str):
+    """Return a copy of ``model`` (an fp32 ``onnx.ModelProto``) planned for ``precision``."""
+    import onnx
+
+    if precision not in PRECISIONS:
+        raise BadInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not isinstance(model, onnx.ModelProto):
+        raise BadInputError(f"expected an onnx.ModelProto, got {type(model).__name__}")
+    _refuse_reduced(model)
+    if plugin_spec.plugin_nodes(model):
+        plugin_spec.register_schema()
+    source = prepare(model, precision)
+    planned = _convert(source)
+    _retarget_float_casts(planned.graph, _float_cast_names(source))
+    _keep_fp32_outputs(planned.graph, {o.name for o in model.graph.output if _elem(o) == FLOAT})
+    fold_cast_round_trips(planned)
+    _drop_unused_initializers(planned.graph)
+    if precision == "bf16":
+        retype_bf16(planned, source)
+    check_plan(planned, precision)
+    return planned
+
+
+def _refuse_reduced(model) -> None:
+    for graph in plugin_spec.iter_graphs(model.graph):
+        for tensor in itertools.chain(graph.initializer, graph.input, graph.output, graph.value_info):
+            dtype = tensor.data_type if hasattr(tensor, "data_type") else _elem(tensor)
+            if dtype in (FLOAT16, BFLOAT16):
+                raise BadInputError(
+                    f"the model already holds reduced-precision tensors ({tensor.name!r}): "
+                    "plan precision on the fp32 export"
+                )
+
+
+def _elem(value_info) -> int:
+    return value_info.type.tensor_type.elem_type
+
+
+# --- before the converter ---------------------------------------------------------------------
+
+
+def prepare(model, precision: str = "fp16"):
+    """A copy of ``model`` with the converter's blind spots removed (items 1-4 of the module doc)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if precision == "bf16":
+        out = _raise_opset_for_bf16(out)
+    names = _NameSource(out)
+    converted_reads = {i for g in plugin_spec.iter_graphs(out.graph) for n in g.node if not _kept_fp32(n)
+                       for i in n.input}
+    _prepare_graph(out.graph, {}, converted_reads, names)
+    return out
+
+
+def _prepare_graph(graph, outer_inits: dict, converted_reads: set, names) -> None:
+    import onnx
+
+    inits = {**outer_inits, **{t.name: t for t in graph.initializer}}
+    local = {t.name for t in graph.initializer}
+    # 1. value_info that repeats an initializer: the initializer already says its type
+    keep = [v for v in graph.value_info if v.name not in local]
+    del graph.value_info[:]
+    graph.value_info.extend(keep)
+    typed = {v.name: v for v in itertools.chain(graph.input, graph.value_info, graph.output)}
+    copies = {}
+    for node in graph.node:
+        if not node.name:
+            node.name = names.fresh(f"{node.op_type}_node")
+        if node.op_type == "ConstantOfShape" and not node.attribute:
+            node.attribute.append(_fp32_zero_value())
+        if _kept_fp32(node):
+            _private_initializers(graph, node, inits, local, converted_reads, copies, names)
+            _declare_values(graph, node, typed)
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                _prepare_graph(sub, inits, converted_reads, names)
+
+
+def _private_initializers(graph, node, inits, local, converted_reads, copies, names) -> None:
+    """2. An initializer from an outer graph, or one a converted node reads too, is copied here."""
+    for index, name in enumerate(node.input):
+        if not name or name not in inits or (name in local and name not in converted_reads):
+            continue
+        if name not in copies:
+            tensor = graph.initializer.add()
+            tensor.CopyFrom(inits[name])
+            tensor.name = copies[name] = names.fresh(f"{name}_fp32")
+        node.input[index] = copies[name]
+
+
+def _declare_values(graph, node, typed: dict) -> None:
+    """3. Inputs typed only as graph outputs, and an LN's Y (fp32, X's shape), go into value_info."""
+    import onnx
+
+    declared = {v.name for v in itertools.chain(graph.value_info, graph.input)}
+    for name in node.input:
+        if name and name not in declared and name in typed:
+            graph.value_info.append(typed[name])
+            declared.add(name)
+    y = node.output[0]
+    if not _is_ln(node) or y in typed:
+        return
+    info = onnx.ValueInfoProto()
+    if node.input[0] in typed:
+        info.CopyFrom(typed[node.input[0]])
+    info.name = y
+    info.type.tensor_type.elem_type = FLOAT
+    graph.value_info.append(info)
+    typed[y] = info
+
+
+def _raise_opset_for_bf16(model):
+    """ONNX types Conv in bf16 from opset 22 on, ConstantOfShape from 20: convert when needed."""
+    from onnx import version_converter
+
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    ops = {n.op_type for g in plugin_spec.iter_graphs(model.graph) for n in g.node
+           if n.domain in ("", "ai.onnx") and not _kept_fp32(n)}
+    needed = max([_first_bf16_opset(op, current) for op in ops] + [current])
+    if needed == current:
+        return model
+    try:
+        return version_converter.convert_version(model, needed)
+    except Exception as err:
+        raise BadInputError(f"bf16 needs ONNX opset {needed} for this model ({current} given) and the "
+                            f"ONNX version converter failed: {str(err).splitlines()[0]}") from err
+
+
+def _first_bf16_opset(op_type: str, current: int) -> int:
+    """The first opset >= ``current`` whose schema of ``op_type`` types its float inputs as bf16."""
+    import onnx
+
+    latest = onnx.defs.onnx_opset_version()
+    for version in range(current, latest + 1):
+        try:
+            schema = onnx.defs.get_schema(op_type, version)
+        except onnx.defs.SchemaError:
+            return current
+        floats = [c.allowed_type_strs for c in schema.type_constraints if "tensor(float)" in c.allowed_type_strs]
+        if all("tensor(bfloat16)" in allowed for allowed in floats):
+            return max(version, current)
+    raise BadInputError(f"ONNX has no bf16 {op_type} up to opset {latest}: plan this model in fp16")
+
+
+def _fp32_zero_value():
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    return helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float32)))
+
+
+def _float_cast_names(model) -> set:
+    return {n.name for g in plugin_spec.iter_graphs(model.graph) for n in g.node
+            if n.op_type == "Cast" and _attr(n, "to") == FLOAT}
+
+
+# --- the converter and after ------------------------------------------------------------------
+
+
+def _convert(model):
+    import warnings
+
+    from onnxconverter_common import float16
+
+    block = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_OP_TYPES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns per clamped weight; the clamp is at fp16's own range
+        return float16.convert_float_to_float16(
+            model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX, keep_io_types=True,
+            op_block_list=block, check_fp16_ready=False,
+        )
+
+
+def _retarget_float_casts(graph, names: set) -> None:
+    """4. The model's own ``Cast(to=FLOAT)`` nodes now feed fp16 ops: they cast to fp16 instead."""
+    for sub in plugin_spec.iter_graphs(graph):
+        for node in sub.node:
+            if node.name in names and node.op_type == "Cast":
+                _set_attr(node, "to", FLOAT16)
+
+
+def _keep_fp32_outputs(graph, fp32_outputs: set) -> None:
+    """5. A graph output the converter left in fp16 (an LN's Cast back) is cast to fp32 instead."""
+    producers = {o: n for n in graph.node for o in n.output}
+    for output in graph.output:
+        if output.name not in fp32_outputs or _elem(output) == FLOAT:
+            continue
+        node = producers.get(output.name)
+        if node is None or node.op_type != "Cast":
+            raise BadInputError(f"fp16 planning left graph output {output.name!r} in reduced precision")
+        _set_attr(node, "to", FLOAT)
+        output.type.tensor_type.elem_type = FLOAT
+
+
+def fold_cast_round_trips(model) -> None:
+    """6. ``Cast<fp32>(Cast<fp16>(v))`` with ``v`` fp32 reads ``v`` itself (one rounding less)."""
+    import onnx
+
+    types = tensor_types(onnx.shape_inference.infer_shapes(model))
+    for graph in plugin_spec.iter_graphs(model.graph):
+        producers = {o: n for n in graph.node for o in n.output}
+        outputs = {o.name for o in graph.output}
+        rename = {}
+        for node in graph.node:
+            if node.op_type != "Cast" or _attr(node, "to") != FLOAT or node.output[0] in outputs:
+                continue
+            source = producers.get(node.input[0])
+            if source is not None and source.op_type == "Cast" and types.get(source.input[0]) == FLOAT:
+                rename[node.output[0]] = source.input[0]
+        for sub in plugin_spec.iter_graphs(graph):
+            for node in sub.node:
+                node.input[:] = [rename.get(i, i) for i in node.input]
+        _drop_dead_casts(graph)
+
+
+def _drop_dead_casts(graph) -> None:
+    while True:
+        read = {i for g in plugin_spec.iter_graphs(graph) for n in g.node for i in n.input}
+        dead = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in read
+                and n.output[0] not in {o.name for o in graph.output}]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
+
+
+def _drop_unused_initializers(graph) -> None:
+    """An outer initializer whose only readers got private copies (item 2) is dead weight."""
+    read = {i for g in plugin_spec.iter_graphs(graph) for n in g.node for i in n.input}
+    read |= {o.name for o in graph.output}
+    for sub in plugin_spec.iter_graphs(graph):
+        kept = [t for t in sub.initializer if t.name in read]
+        if len(kept) != len(sub.initializer):
+            del sub.initializer[:]
+            sub.initializer.extend(kept)
+
+
+def retype_bf16(planned, source) -> None:
+    """fp16 -> bf16 everywhere in ``planned``; initializers from ``source``'s fp32 values by name."""
+    import ml_dtypes
+    import numpy as np
+    from onnx import numpy_helper
+
+    originals = {t.name: t for g in plugin_spec.iter_graphs(source.graph) for t in g.initializer}
+    for graph in plugin_spec.iter_graphs(planned.graph):
+        for index, tensor in enumerate(graph.initializer):
+            if tensor.data_type == FLOAT16:
+                original = originals.get(tensor.name)
+                values = numpy_helper.to_array(original if original is not None else tensor)
+                new = numpy_helper.from_array(values.astype(np.float32).astype(ml_dtypes.bfloat16), tensor.name)
+                graph.initializer[index].CopyFrom(new)
+        for value in itertools.chain(graph.input, graph.output, graph.value_info):
+            if _elem(value) == FLOAT16:
+                value.type.tensor_type.elem_type = BFLOAT16
+        for node in graph.node:
+            _retype_node_bf16(node)
+
+
+def _retype_node_bf16(node) -> None:
+    import ml_dtypes
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    if node.op_type == "Cast" and _attr(node, "to") == FLOAT16:
+        _set_attr(node, "to", BFLOAT16)
+    for attr in node.attribute:
+        tensors = [attr.t] if attr.type == onnx.AttributeProto.TENSOR else list(attr.tensors)
+        for tensor in tensors:
+            if tensor.data_type == FLOAT16:
+                values = numpy_helper.to_array(tensor).astype(np.float32).astype(ml_dtypes.bfloat16)
+                tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+
+
+# --- the plan's own check ---------------------------------------------------------------------
+
+
+def check_plan(planned, precision: str) -> None:
+    """Types are consistent, and every LN node reads fp32 X, Scale and B (its island holds)."""
+    import onnx
+
+    low = FLOAT16 if precision == "fp16" else BFLOAT16
+    try:
+        inferred = onnx.shape_inference.infer_shapes(planned, check_type=True, strict_mode=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"{precision} planning produced an inconsistent graph: {first}") from err
+    types = tensor_types(inferred)
+    for graph in plugin_spec.iter_graphs(inferred.graph):
+        for node in graph.node:
+            if _is_ln(node):
+                wrong = [i for i in node.input if i and types.get(i) != FLOAT]
+                if wrong:
+                    raise BadInputError(f"{precision} planning left LN {node.name!r} reading {wrong[0]!r} "
+                                        f"as {types.get(wrong[0])}, not fp32")
+    if low not in types.values():
+        raise BadInputError(f"{precision} planning changed no tensor to {precision}")
+
+
+def tensor_types(model) -> dict:
+    """name -> ONNX elem type of every tensor the model declares (all graphs; Cast outputs too)."""
+    types = {}
+    for graph in plugin_spec.iter_graphs(model.graph):
+        for tensor in graph.initializer:
+            types[tensor.name] = tensor.data_type
+        for value in itertools.chain(graph.input, graph.output, graph.value_info):
+            if value.type.HasField("tensor_type"):
+                types[value.name] = _elem(value)
+        for node in graph.node:
+            if node.op_type == "Cast":
+                types[node.output[0]] = _attr(node, "to")
+    return types
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def _kept_fp32(node) -> bool:
+    return (node.op_type in FP32_OP_TYPES and node.domain in ("", "ai.onnx")) or plugin_spec.is_plugin_node(node)
+
+
+def _is_ln(node) -> bool:
+    return (node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx")) or plugin_spec.is_plugin_node(node)
+
+
+def _attr(node, name):
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def _set_attr(node, name: str, value) -> None:
+    from onnx import helper
+
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute(name, value)])
+
+
+class _NameSource:
+    """Fresh names that collide with nothing in the model (values or nodes, any graph)."""
+
+    def __init__(self, model):
+        self.taken = set()
+        for graph in plugin_spec.iter_graphs(model.graph):
+            self.taken |= {t.name for t in graph.initializer} | {n.name for n in graph.node}
+            self.taken |= {v.name for v in itertools.chain(graph.input, graph.output, graph.value_info)}
+            self.taken |= {x for n in graph.node for x in itertools.chain(n.input, n.output)}
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
