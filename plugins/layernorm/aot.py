@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16",
           "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-ARCHS = (80, 86, 89, 90)
+ARCHS = (80, 86, 89, 90, 100, 120)
 # Non-constexpr kernel parameters in order, as TensorRT passes them.
 ABI = ("X", "Scale", "B", "rows", "N", "Y")
 TRITON_SCRATCH_PARAMS = 2
@@ -147,12 +147,14 @@ def _divisibility_attrs(n_multiple_of_16: bool) -> dict:
 def compile_ptx(dtype: str, block_n: int, arch: int, *, eps: float = 1e-5,
                 weight_dtype: str | None = None, rows_per_program: int | None = None,
                 num_warps: int | None = None, n_multiple_of_16: bool = False,
-                ptxas: str | None = None, arch_specific: bool = False) -> AotKernel:
+                ptxas: str | None = None, ptx_version: int | None = None,
+                arch_specific: bool = False) -> AotKernel:
     """PTX of the LayerNorm kernel for rows of 1..block_n elements on ``sm_<arch>``.
 
     ``block_n``: a power of two (``kernel.block_n_for(N)``). ``ptxas``: the ptxas whose CUDA release
     fixes the PTX ISA version (default :func:`find_toolkit_ptxas`; ``None`` found means Triton's
-    bundled one, whose PTX may be too new for the driver). Launch parameters default to
+    bundled one, whose PTX may be too new for the driver). ``ptx_version`` (e.g. 87 for a CUDA 12.8
+    driver) overrides the ISA that ptxas implies. Launch parameters default to
     ``kernel.launch_config`` for a large row count.
     """
     import triton
@@ -172,7 +174,9 @@ def compile_ptx(dtype: str, block_n: int, arch: int, *, eps: float = 1e-5,
                                num_warps=num_warps)
     ptxas = ptxas or find_toolkit_ptxas()
     options = {"num_warps": cfg["num_warps"], "num_stages": 1, "enable_fp_fusion": True}
-    if ptxas:
+    if ptx_version is not None:
+        options["ptx_version"] = int(ptx_version)
+    elif ptxas:
         options["ptx_version"] = ptx_isa_for_release(*ptxas_release(ptxas))
     # A JITFunction made here, not kernel.layer_norm_fwd_kernel, which is an interpreter object if
     # TRITON_INTERPRET was set only when the kernel module was imported.

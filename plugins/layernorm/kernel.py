@@ -66,7 +66,10 @@ def _layer_norm_fwd(X, W, B, rows, N, Y, eps, BLOCK_N: tl.constexpr, ROWS_PER_PR
 
 # The raw function stays importable so that aot.py can wrap it in a JITFunction even in a process
 # where TRITON_INTERPRET=1 turned ``triton.jit`` into the interpreter.
-layer_norm_fwd_kernel = triton.jit(_layer_norm_fwd)
+# ``rows`` is not specialised (Triton would otherwise compile separate variants for rows == 1 and
+# rows % 16 == 0, i.e. per batch size); N keeps its divisibility specialisation, which enables
+# vectorised loads.
+layer_norm_fwd_kernel = triton.jit(_layer_norm_fwd, do_not_specialize=["rows"])
 
 
 def block_n_for(N: int) -> int:
@@ -130,12 +133,14 @@ def _check_inputs(x, weight, bias, n: int) -> None:
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
-               normalized_numel: int | None = None, *, rows_per_program: int | None = None,
-               num_warps: int | None = None) -> torch.Tensor:
+               normalized_numel: int | None = None, *, out: torch.Tensor | None = None,
+               rows_per_program: int | None = None, num_warps: int | None = None) -> torch.Tensor:
     """LayerNorm over the last ``normalized_numel`` elements of each row (default: x.shape[-1]).
 
-    ``weight``/``bias`` hold ``normalized_numel`` values, of x's dtype or fp32. Returns a new tensor
-    of x's shape and dtype. Works on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1.
+    ``weight``/``bias`` hold ``normalized_numel`` values, of x's dtype or fp32. Returns a tensor of
+    x's shape and dtype: ``out`` if given (contiguous, e.g. a buffer TensorRT owns), else a new one.
+    Works on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1. Callers should use this
+    rather than the raw kernel, whose parameter order follows the TensorRT ABI and may change.
     """
     n = int(x.shape[-1] if normalized_numel is None else normalized_numel)
     if x.dim() == 0 or n < 1 or x.numel() % n:
@@ -144,8 +149,10 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     # The kernel indexes a dense (rows, N) matrix; a copy is cheaper than a strided kernel variant.
     x = x.contiguous()
     weight, bias = weight.contiguous(), bias.contiguous()
+    y = torch.empty_like(x) if out is None else out
+    if y.shape != x.shape or y.dtype != x.dtype or not y.is_contiguous() or y.device != x.device:
+        raise ValueError("out must be a contiguous tensor of x's shape, dtype and device")
     rows = x.numel() // n
-    y = torch.empty_like(x)
     if rows == 0:
         return y
     cfg = launch_config(rows, n, x.dtype, rows_per_program=rows_per_program, num_warps=num_warps)

@@ -47,7 +47,8 @@ def _case(layer_norm, dtype, rows, n, *, loc=0.0, scale=1.0, param_dtype=None, s
     param_dtype = param_dtype or dtype
     w = torch.randn(n, generator=gen).to(param_dtype)
     b = torch.randn(n, generator=gen).to(param_dtype)
-    y = layer_norm(x, w, b, 1e-5)
+    # Every other case writes into a caller-owned buffer, as TensorRT's runtime path does.
+    y = layer_norm(x, w, b, 1e-5, out=torch.empty_like(x) if (rows + n) % 2 else None)
     ref = F.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
     err = (y.float() - ref).abs()
     out = {
@@ -194,6 +195,8 @@ def test_launcher_validates_inputs_before_launching():
         layer_norm(x.double(), torch.ones(8).double(), torch.zeros(8).double())
     with pytest.raises(ValueError, match="cannot be viewed"):
         layer_norm(x, torch.ones(3), torch.zeros(3), normalized_numel=3)
+    with pytest.raises(ValueError, match="out must be"):
+        layer_norm(x, torch.ones(8), torch.zeros(8), out=torch.empty(8, 2).t())
 
 
 if __name__ == "__main__":
