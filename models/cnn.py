@@ -19,8 +19,9 @@ class LNConvNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.ln1(self.conv1(image)))
         x = torch.relu(self.ln2(self.conv2(x)))
-        # average pooling as a pooling op, so the only reductions in the graph are the LNs'
-        return self.head(nn.functional.avg_pool2d(x, x.shape[-2:]).flatten(1))
+        # average pooling as a pooling op, so the only reductions in the graph are the LNs';
+        # a static kernel (ln2 fixes H, W) so that the legacy TorchScript exporter can trace it too
+        return self.head(nn.functional.avg_pool2d(x, self.ln2.normalized_shape[1:]).flatten(1))
 
 
 def build() -> nn.Module:
