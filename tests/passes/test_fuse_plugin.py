@@ -1,0 +1,61 @@
+"""``to="plugin"``: fused LNs and existing LayerNormalization nodes (any axis, scale and bias as
+initializers or graph inputs) become lndeploy plugin nodes that run on CPU through OrtSession's
+reference function; a node whose Mean output is used stays and is reported."""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from lndeploy import plugin_spec
+from lndeploy.backends.onnxruntime import OrtSession
+from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import _testing as T
+from tests.conftest import zoo_model
+from tests.passes.conftest import example_feed
+
+PLUGIN = f"{plugin_spec.DOMAIN}.{plugin_spec.OP_TYPE}"
+
+
+def test_legacy_export_to_plugin_nodes(legacy, tmp_path):
+    path, spec = legacy(zoo_model("fnn"), 16)
+    out = tmp_path / "plugin.onnx"
+    result = fuse(path, out, to="plugin")
+    model = onnx.load(out)
+    assert histogram(model).get(PLUGIN) == 2 and "LayerNormalization" not in histogram(model)
+    assert result.counts["to_plugin"] == 2 and result.ln_nodes == 2
+    for node in plugin_spec.plugin_nodes(model):
+        assert T.attrs(node)["axis"] == -1 and T.attrs(node)["plugin_namespace"] == b"lndeploy"
+    assert not model.functions  # the CPU reference function is added in memory only, never written
+    feed = example_feed(spec)
+    before, after = OrtSession(str(path)).run(feed), OrtSession(str(out)).run(feed)
+    assert all(np.max(np.abs(after[k] - before[k])) <= 1e-5 for k in before)
+
+
+def existing_layer_norms():
+    """Three LayerNormalization nodes as other tools write them: positive axis with the scale a graph
+    input, no bias, and one whose Mean output is a graph output."""
+    g = T.Graph(17)
+    x = g.input("x", ["batch", 4, 3, 5])
+    scale = g.input("scale", [4, 3, 5])
+    g.nodes += [
+        helper.make_node("LayerNormalization", [x, scale, g.const(T.normal(4, 3, 5, seed=1))], ["a"], axis=1),
+        helper.make_node("LayerNormalization", ["a", g.const(T.normal(5, seed=2))], ["b"], epsilon=1e-3),
+        helper.make_node("LayerNormalization", ["b", g.const(np.ones(5))], ["c", "mean"], name="keeps_mean"),
+    ]
+    model = g.model("c")
+    model.graph.output.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, None))
+    return model
+
+
+def test_existing_layer_norms_to_plugin_except_where_mean_is_used():
+    model = existing_layer_norms()
+    result = fuse(model, to="plugin")
+    ops = histogram(result.model)
+    assert ops == {PLUGIN: 2, "LayerNormalization": 1}
+    assert result.unconverted == [{"node": "keeps_mean", "rule": "to_plugin",
+                                   "reason": "its Mean/InvStdDev outputs are used"}]
+    first = plugin_spec.plugin_nodes(result.model)[0]
+    assert T.attrs(first)["axis"] == -3  # axis 1 of a rank-4 input, counted from the end
+    feed = {"x": T.normal(2, 4, 3, 5), "scale": T.normal(4, 3, 5, seed=3)}
+    before, after = OrtSession(model).run(feed), OrtSession(result.model).run(feed)
+    assert all(np.max(np.abs(after[k] - before[k])) <= 1e-5 for k in before)
