@@ -3,7 +3,8 @@
 1. ``onnx.checker`` with full shape inference (the plugin op's schema registered first);
 2. each declared dynamic dim is still symbolic in the graph's inputs (a fixed size means the trace
    specialised it);
-3. ONNX Runtime runs the model at the example's sizes and at a second size of every dynamic dim, and
+3. ONNX Runtime runs the model (a bf16 plan: ONNX's reference evaluator, as ONNX Runtime's CPU provider
+   has no bf16 MatMul/Gemm/Add kernels) at the example's sizes and at a second size of every dynamic dim, and
    its outputs are compared with PyTorch's. This is what catches a Python loop over a sequence: its
    unrolled export raises at a shorter length and silently cuts the output at a longer one.
 """
@@ -63,11 +64,9 @@ def second_sizes(spec: ModelSpec) -> dict[str, int]:
     return sizes
 
 
-def run_both(model, spec: ModelSpec, sizes: dict | None, seed: int = 1234) -> VerifiedRun:
+def run_both(model, spec: ModelSpec, sizes: dict | None, seed: int = 1234, precision: str = "fp32") -> VerifiedRun:
     """ONNX Runtime vs PyTorch on one generated input set (the example sizes when ``sizes`` is None)."""
     import torch
-
-    from lndeploy.backends.onnxruntime import OrtSession
 
     specs = gen.specs_from_examples(spec.inputs, spec.dynamic_axes)
     if sizes is None:
@@ -75,7 +74,7 @@ def run_both(model, spec: ModelSpec, sizes: dict | None, seed: int = 1234) -> Ve
         sizes = {}
     else:
         feed = gen.generate(specs, sizes, seed)
-    session = OrtSession(model, providers=["CPUExecutionProvider"])
+    session = _session(model, precision)
     used = {m.name for m in session.inputs}
     try:
         got = session.run({k: v for k, v in feed.items() if k in used})
@@ -94,6 +93,16 @@ def run_both(model, spec: ModelSpec, sizes: dict | None, seed: int = 1234) -> Ve
     return VerifiedRun(sizes, errors)
 
 
+def _session(model, precision: str):
+    if precision == "bf16":  # ORT CPU: NOT_IMPLEMENTED for bf16 MatMul, Gemm, Add, ... (1.31)
+        from lndeploy.backends.reference import ReferenceSession
+
+        return ReferenceSession(model)
+    from lndeploy.backends.onnxruntime import OrtSession
+
+    return OrtSession(model, providers=["CPUExecutionProvider"])
+
+
 def flatten_outputs(result) -> list[np.ndarray]:
     import torch
     import torch.utils._pytree as pytree
@@ -106,9 +115,9 @@ def flatten_outputs(result) -> list[np.ndarray]:
 def verify(model, spec: ModelSpec, precision: str = "fp32") -> list[VerifiedRun]:
     check_graph(model)
     check_dynamic_dims(model, spec)
-    runs = [run_both(model, spec, None)]
+    runs = [run_both(model, spec, None, precision=precision)]
     if spec.dynamic_axes:
-        runs.append(run_both(model, spec, second_sizes(spec)))
+        runs.append(run_both(model, spec, second_sizes(spec), precision=precision))
     tol = TOLERANCE[precision]
     for run in runs:
         for name, err in run.max_abs.items():
