@@ -270,12 +270,17 @@ def aot_section(plan):
 
 
 def _bundled_ptxas(arch):
+    """The ptxas Triton itself uses (private API, so try the spellings of recent releases)."""
+    import triton
     import triton.backends.nvidia.compiler as nv
 
-    try:
-        return nv.get_ptxas(arch).path
-    except TypeError:  # older Triton: no arch argument
-        return nv.get_ptxas().path
+    for get in (lambda: nv.get_ptxas(arch).path, lambda: nv.get_ptxas().path,
+                lambda: triton.knobs.nvidia.ptxas.path):
+        try:
+            return get()
+        except (TypeError, AttributeError):
+            continue
+    raise RuntimeError("cannot locate Triton's ptxas")
 
 
 def _try_default_ptx(lib, aot, arch):
