@@ -2,8 +2,13 @@
 # LayerNorm kernel check on a bare CUDA machine: python3 with torch and triton, lndeploy NOT installed,
 # no network. gpu_check.py loads plugins/layernorm/ by file path, so neither lndeploy/__init__ nor
 # anything onnx is imported. Results: $OUT/gpu_check.json (./gpu_check_out/ when OUT is unset).
+# Then gpu_custom_op.py runs the zoo models with their LNs on the kernel ($OUT/gpu_custom_op.json).
 # Usage: scripts/gpu_check.sh [--interpret] [--no-autotune] [--budget-s 200]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$(dirname "$here")"
-exec "${PYTHON:-python3}" "$here/gpu_check.py" "$@"
+status=0
+"${PYTHON:-python3}" "$here/gpu_check.py" "$@" || status=$?
+# the custom op inside the zoo models (skipped by itself where there is no CUDA device)
+"${PYTHON:-python3}" "$here/gpu_custom_op.py" || status=$?
+exit $status
