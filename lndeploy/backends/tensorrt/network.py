@@ -1,0 +1,192 @@
+"""ONNX -> TensorRT network, and what the network holds (the facts tests and the sidecar rely on).
+
+Before parsing, the ONNX model is prepared in memory:
+
+* a model-local function named like the plugin op (lndeploy's CPU reference for ONNX Runtime) is
+  dropped, because TensorRT's parser may import that function instead of the plugin;
+* for full TensorRT, plugin nodes get the attribute ``aot=1``, which tells the parser to create the
+  ahead-of-time implementation of a Quickly Deployable Plugin (the engine then carries the kernel);
+* when plugin nodes exist, lndeploy's plugin creator is registered with the runtime first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lndeploy import plugin_spec
+from lndeploy.backends.tensorrt.runtime import Runtime, load
+from lndeploy.errors import BadInputError
+
+DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
+               "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8", "INT4": "int4",
+               "FP4": "float4", "E8M0": "e8m0"}
+LOOP_LAYER_TYPES = ("TRIP_LIMIT", "RECURRENCE", "ITERATOR", "LOOP_OUTPUT")
+PLUGIN_LAYER_TYPES = ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One network layer: type name (e.g. ``NORMALIZATION``), name, and its tensors' element types."""
+
+    name: str
+    type: str
+    input_types: tuple
+    output_types: tuple
+    onnx_nodes: str = ""  # the parser's metadata: which ONNX node(s) the layer came from
+
+
+@dataclass
+class ParsedNetwork:
+    """A parsed network. Keeps builder, parser and logger alive: the network borrows their memory."""
+
+    runtime: Runtime
+    builder: object
+    network: object
+    parser: object
+    logger: object
+    model: object  # the onnx.ModelProto as parsed
+    plugin_nodes: int = 0
+    notes: list = field(default_factory=list)
+
+    def layers(self) -> list[LayerInfo]:
+        return network_layers(self.network)
+
+    def count(self, layer_type: str) -> int:
+        return sum(1 for layer in self.layers() if layer.type == layer_type)
+
+
+def make_logger(trt, verbose: bool = False):
+    """A TensorRT ILogger that keeps every message (severity name, text) in ``.messages``."""
+
+    class Collector(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.messages = []
+            self.verbose = verbose
+
+        def log(self, severity, msg):
+            if self.verbose or severity not in (trt.ILogger.Severity.VERBOSE, trt.ILogger.Severity.INFO):
+                self.messages.append((severity.name, str(msg)))
+
+        def errors(self) -> list[str]:
+            return [m for s, m in self.messages if s in ("ERROR", "INTERNAL_ERROR")]
+
+    return Collector()
+
+
+def prepare_model(onnx_path, runtime: Runtime):
+    """Load and validate the ONNX file; adapt plugin nodes for ``runtime`` (see module doc).
+
+    Returns (model, changed, notes): ``changed`` tells whether the in-memory model differs from the file.
+    """
+    from lndeploy.onnxfile import load_model
+
+    model = load_model(onnx_path)
+    notes, changed = [], False
+    kept = [f for f in model.functions if not (f.domain == plugin_spec.DOMAIN and f.name == plugin_spec.OP_TYPE)]
+    if len(kept) != len(model.functions):
+        del model.functions[:]
+        model.functions.extend(kept)
+        changed = True
+        notes.append("dropped the model-local CPU reference function of the plugin op (TensorRT uses the plugin)")
+    nodes = plugin_spec.plugin_nodes(model)
+    if nodes and not runtime.is_rtx:
+        for node in nodes:
+            if not any(a.name == "aot" for a in node.attribute):
+                import onnx
+
+                node.attribute.append(onnx.helper.make_attribute("aot", 1))
+                changed = True
+    return model, changed, notes
+
+
+def parse_network(onnx_path, runtime: str | Runtime | None = None, *, verbose: bool = False) -> ParsedNetwork:
+    """Parse ``onnx_path`` with the requested runtime; parser errors become one-line ``BadInputError``."""
+    rt = runtime if isinstance(runtime, Runtime) else load(runtime)
+    trt = rt.trt
+    model, changed, notes = prepare_model(onnx_path, rt)
+    count = len(plugin_spec.plugin_nodes(model))
+    if count:
+        from lndeploy.plugins.layernorm import trt_plugin
+
+        trt_plugin.register(rt)
+    logger = make_logger(trt, verbose)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, plugins=bool(count)))
+    parser = trt.OnnxParser(network, logger)
+    path = str(Path(onnx_path).resolve())
+    if changed:
+        ok = parser.parse(model.SerializeToString(), path)
+    else:
+        ok = parser.parse_from_file(path)
+    if not ok:
+        raise BadInputError(f"{rt.label}'s ONNX parser rejected {onnx_path}: {_parser_error(parser, logger)}")
+    return ParsedNetwork(rt, builder, network, parser, logger, model, count, notes)
+
+
+def _network_flags(trt, plugins: bool) -> int:
+    """Strongly typed: the precision is the ONNX types (TensorRT 10 needs the flag; 11 and RTX ignore
+    it or always are). With plugins, prefer their ahead-of-time implementation where TensorRT has one."""
+    flags = 0
+    members = trt.NetworkDefinitionCreationFlag.__members__
+    if "STRONGLY_TYPED" in members:
+        flags |= 1 << int(members["STRONGLY_TYPED"])
+    if plugins and "PREFER_AOT_PYTHON_PLUGINS" in members:
+        flags |= 1 << int(members["PREFER_AOT_PYTHON_PLUGINS"])
+    return flags
+
+
+def _parser_error(parser, logger) -> str:
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = f"node {err.node_name()!r} ({err.node_operator()})" if err.node_name() else "the model"
+        return f"{where}: {one_line(err.desc())}"
+    errors = logger.errors()
+    return one_line(errors[0]) if errors else "no reason given"
+
+
+def network_layers(network) -> list[LayerInfo]:
+    """Every layer of ``network`` in order, with input/output element types (loop bodies included)."""
+    out = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        inputs = []
+        for j in range(layer.num_inputs):
+            tensor = layer.get_input(j)
+            inputs.append(dtype_name(tensor.dtype) if tensor is not None else None)
+        outputs = tuple(dtype_name(layer.get_output_type(j)) for j in range(layer.num_outputs))
+        metadata = getattr(layer, "metadata", "") or ""
+        out.append(LayerInfo(layer.name, layer.type.name, tuple(inputs), outputs, str(metadata)))
+    return out
+
+
+def dtype_name(dtype) -> str:
+    return DTYPE_NAMES.get(dtype.name, dtype.name.lower())
+
+
+def summarize(layers: list[LayerInfo]) -> dict:
+    """What a user relies on: LN layers and their types, plugin layers, loops, layer-type counts."""
+    counts = {}
+    for layer in layers:
+        counts[layer.type] = counts.get(layer.type, 0) + 1
+    ln = [{"name": l.name, "type": l.type, "input_type": (l.input_types or (None,))[0],
+           "output_type": l.output_types[0] if l.output_types else None}
+          for l in layers if l.type == "NORMALIZATION" or l.type in PLUGIN_LAYER_TYPES]
+    return {"layer_counts": counts, "layernorm_layers": ln,
+            "loops": sum(1 for l in layers if l.type == "TRIP_LIMIT")}
+
+
+def one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
