@@ -1,0 +1,172 @@
+"""Runtime discovery, the TensorRT-RTX plugin symlink, sidecar checks, and running engines.
+
+Exit codes per SPEC: a missing runtime or GPU is exit 3 with one line; what cannot run here is
+skipped with the reason, never faked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+import lndeploy
+from lndeploy.backends.tensorrt import runtime as rtmod
+from lndeploy.backends.tensorrt import sidecar
+from lndeploy.errors import BadInputError, UnavailableError
+from tests.conftest import zoo_model
+
+HAS_FULL_TRT = importlib.util.find_spec("tensorrt") is not None
+HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
+FULL_TRT_REASON = "full TensorRT is installed here, so it is not missing"
+
+
+def _gpu():
+    return rtmod.cuda_gpu()
+
+
+@pytest.fixture(scope="module")
+def fnn_engine(tmp_path_factory):
+    """A small RTX engine (fnn, sm86) and the ONNX it came from."""
+    if not HAS_RTX:
+        pytest.skip("TensorRT-RTX is not installed (pip install tensorrt-rtx)")
+    from lndeploy.backends.tensorrt import build_engine
+    from lndeploy.export import export
+
+    folder = tmp_path_factory.mktemp("trt-run")
+    onnx_path, engine = folder / "fnn.onnx", folder / "fnn.engine"
+    export(zoo_model("fnn"), onnx_path, verify=False)
+    build_engine(onnx_path, engine, runtime="tensorrt-rtx", arch="sm86", progress=False)
+    return onnx_path, engine
+
+
+@pytest.mark.skipif(HAS_FULL_TRT, reason=FULL_TRT_REASON)
+def test_build_with_missing_full_tensorrt_exits_3_in_one_line(tmp_path, run_cli, fnn_engine):
+    onnx_path, _ = fnn_engine
+    out = tmp_path / "x.engine"
+    done = run_cli("build", onnx_path, "-o", out, "--runtime", "tensorrt")
+    assert done.code == 3
+    assert len(done.err.strip().splitlines()) == 1 and "Traceback" not in done.err
+    assert "pip install tensorrt --extra-index-url https://pypi.nvidia.com" in done.err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UnavailableError) as info:
+        rtmod.load("tensorrt")
+    assert info.value.exit_code == 3
+
+
+def test_runtime_names():
+    with pytest.raises(BadInputError, match="unknown runtime 'trt'"):
+        rtmod.resolve_name("trt")
+    if HAS_FULL_TRT or HAS_RTX:
+        assert rtmod.resolve_name(None) == ("tensorrt" if HAS_FULL_TRT else "tensorrt-rtx")
+    if HAS_RTX:
+        rt = rtmod.load("tensorrt-rtx")
+        assert rt.is_rtx and rt.version == rt.trt.__version__ and rt.label == "TensorRT-RTX"
+
+
+def test_rtx_symlink_is_made_once_and_atomically(tmp_path):
+    (tmp_path / rtmod.RTX_LIB).write_bytes(b"\x7fELF")
+    link = rtmod.ensure_rtx_plugin_symlink(tmp_path)
+    assert link.is_symlink() and os.readlink(link) == rtmod.RTX_LIB
+    assert rtmod.ensure_rtx_plugin_symlink(tmp_path) == link  # already there: nothing to do
+    assert sorted(p.name for p in tmp_path.iterdir()) == [rtmod.RTX_LINK, rtmod.RTX_LIB]  # no temp left
+
+
+def test_rtx_symlink_errors_say_how_to_fix(tmp_path):
+    with pytest.raises(UnavailableError, match="has no libtensorrt_rtx.so.1"):
+        rtmod.ensure_rtx_plugin_symlink(tmp_path)
+    os.symlink("nowhere.so.1", tmp_path / rtmod.RTX_LINK)
+    with pytest.raises(UnavailableError, match="broken symlink; replace it: ln -sf"):
+        rtmod.ensure_rtx_plugin_symlink(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: a read-only folder is still writable")
+def test_rtx_symlink_in_unwritable_folder(tmp_path):
+    (tmp_path / rtmod.RTX_LIB).write_bytes(b"\x7fELF")
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(UnavailableError, match="create it once as the folder's owner: ln -s"):
+            rtmod.ensure_rtx_plugin_symlink(tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+@pytest.mark.skipif(not HAS_RTX, reason="TensorRT-RTX is not installed (pip install tensorrt-rtx)")
+def test_real_rtx_libs_folder_gets_the_link_when_plugins_are_registered():
+    from lndeploy.plugins.layernorm import trt_plugin
+
+    rt = rtmod.load("tensorrt-rtx")
+    assert trt_plugin.register(rt) == "python-creator"
+    link = rtmod.rtx_libs_folder() / rtmod.RTX_LINK
+    assert link.exists() and os.path.realpath(link).endswith(rtmod.RTX_LIB)
+
+
+def test_sidecar_is_complete_and_checked(fnn_engine):
+    onnx_path, engine = fnn_engine
+    facts = sidecar.read(engine)
+    assert facts["source_onnx"]["sha256"] == __import__("hashlib").sha256(onnx_path.read_bytes()).hexdigest()
+    assert facts["dims"] == {"batch": [1, 8, 8]} and facts["inputs"] == [{"name": "input", "dims": ["batch", 64]}]
+    rt = rtmod.load("tensorrt-rtx")
+    sidecar.check_compatible(facts, rt, {"name": "RTX A6000", "sm": 86}, engine)
+    with pytest.raises(UnavailableError, match=r"built for sm86, this GPU \(RTX 4090\) is sm89; .* --arch sm89"):
+        sidecar.check_compatible(facts, rt, {"name": "RTX 4090", "sm": 89}, engine)
+    older = rtmod.Runtime(rt.name, rt.trt, "1.0.0.0")
+    with pytest.raises(UnavailableError, match="built with tensorrt-rtx 1.7.*this machine has tensorrt-rtx 1.0.0.0"):
+        sidecar.check_compatible(facts, older, {"name": "RTX A6000", "sm": 86}, engine)
+
+
+def test_sidecar_read_errors(tmp_path):
+    engine = tmp_path / "m.engine"
+    assert sidecar.read(engine) is None
+    sidecar.sidecar_path(engine).write_text("{not json")
+    with pytest.raises(BadInputError, match="not readable JSON"):
+        sidecar.read(engine)
+    sidecar.sidecar_path(engine).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(BadInputError, match="not an lndeploy engine sidecar"):
+        sidecar.read(engine)
+
+
+@pytest.mark.skipif(_gpu() is not None, reason="a GPU is present: the engine can run here")
+def test_running_an_engine_without_gpu_exits_3(fnn_engine, run_cli):
+    _, engine = fnn_engine
+    with pytest.raises(UnavailableError, match="needs an NVIDIA GPU") as info:
+        lndeploy.Session(engine)
+    assert info.value.exit_code == 3
+    done = run_cli("check", zoo_model("fnn"), "--engine", engine)
+    assert done.code == 3 and len(done.err.strip().splitlines()) == 1 and "needs an NVIDIA GPU" in done.err
+
+
+def test_missing_engine_is_bad_input(tmp_path):
+    from lndeploy.backends.tensorrt import TrtSession
+
+    with pytest.raises(BadInputError, match="engine not found"):
+        TrtSession(tmp_path / "none.engine")
+
+
+def _rtx_runs_here() -> str | None:
+    gpu = _gpu()
+    if gpu is None:
+        return "no CUDA GPU here"
+    if not HAS_RTX:
+        return "TensorRT-RTX is not installed"
+    supported = [k.lower() for k in rtmod.load("tensorrt-rtx").trt.ComputeCapability.__members__ if k.startswith("SM")]
+    return None if f"sm{gpu['sm']}" in supported else f"TensorRT-RTX does not run on sm{gpu['sm']}"
+
+
+@pytest.mark.skipif(_rtx_runs_here() is not None, reason=str(_rtx_runs_here()))
+@pytest.mark.parametrize("ln", ["native", "plugin"])
+def test_gpu_rtx_engine_matches_onnxruntime(tmp_path, ln):
+    from lndeploy.backends.tensorrt import build_engine
+    from lndeploy.export import export
+
+    onnx_path, engine = tmp_path / "rnn.onnx", tmp_path / "rnn.engine"
+    export(zoo_model("rnn"), onnx_path, ln=ln, verify=False)
+    build_engine(onnx_path, engine, runtime="tensorrt-rtx", arch="current", progress=False)
+    x = np.random.default_rng(0).standard_normal((3, 7, 16)).astype(np.float32)
+    got = lndeploy.Session(engine).run({"x": x})
+    want = lndeploy.Session(onnx_path).run({"x": x})
+    for name in want:
+        assert np.abs(got[name] - want[name]).max() <= 1e-4, name
