@@ -80,21 +80,30 @@ def near_miss_eps_after_sqrt(g, x):
     return g.op("Div", d, g.op("Add", std, g.const(EPS)))
 
 
+def near_miss_exponent(g, x):
+    """Pow(d, 2.001): close to a square, but not one."""
+    d = g.op("Sub", x, g.reduce_mean(x, [-1]))
+    var = g.reduce_mean(T.square(g, d, exponent=2.001), [-1])
+    return T.divide_by_root(g, d, g.op("Add", var, g.const(EPS)))
+
+
+def with_eps(make_eps):
+    return lambda g, x: T.layer_norm(g, x, [-1], eps=make_eps(g, x))
+
+
+NOT_CONSTANT = "epsilon is not a constant"
 NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the pattern does not match at all)
     "variance over N-1 (ReduceSum)": (near_miss_unbiased_sum, None),
     "variance over N-1 (rescaled mean)": (near_miss_unbiased_rescaled, None),
     "eps added after Sqrt": (near_miss_eps_after_sqrt, None),
-    "eps a graph input": (lambda g, x: T.layer_norm(g, x, [-1], eps=g.input("eps", [])), "epsilon is not a constant"),
-    "eps an overridable initializer": (
-        lambda g, x: T.layer_norm(g, x, [-1], eps=g.input(g.const(EPS, name="eps_init"), [])),
-        "epsilon is not a constant"),
-    "eps computed": (lambda g, x: T.layer_norm(g, x, [-1], eps=g.op("Abs", g.const(EPS))), "epsilon is not a constant"),
-    "eps per feature": (lambda g, x: T.layer_norm(g, x, [-1], eps=g.const(np.full(16, EPS))), "not a scalar"),
+    "eps a graph input": (with_eps(lambda g, x: g.input("eps", [])), NOT_CONSTANT),
+    "eps an overridable initializer": (with_eps(lambda g, x: g.input(g.const(EPS, name="eps_init"), [])),
+                                       NOT_CONSTANT),
+    "eps computed from the input": (with_eps(lambda g, x: g.op("ReduceMax", x, keepdims=0)), NOT_CONSTANT),
+    "eps per feature": (with_eps(lambda g, x: g.const(np.full(16, EPS))), "not a scalar"),
     "mean over another axis than the variance": (
         lambda g, x: T.layer_norm(g, x, [-1], var_axes=[-2]), "the mean is over axes"),
-    "exponent not exactly 2": (
-        lambda g, x: T.divide_by_root(g, d := g.op("Sub", x, g.reduce_mean(x, [-1])), g.op(
-            "Add", g.reduce_mean(T.square(g, d, exponent=2.001), [-1]), g.const(EPS))), "exactly 2.0"),
+    "exponent not exactly 2": (near_miss_exponent, "exactly 2.0"),
     "keepdims=0": (lambda g, x: T.layer_norm(g, x, [-1], keepdims=0), "keepdims=0"),
 }
 
