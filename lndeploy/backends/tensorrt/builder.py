@@ -195,7 +195,7 @@ def _facts(onnx_path, parsed, rt, targets, profile, layers, seconds, engine_laye
         "inputs": [{"name": i.name, "dims": list(i.dims)} for i in shp.onnx_inputs(parsed.model)],
         "precision": {**sidecar.onnx_precision(parsed.model), "layernorm": summary["layernorm_layers"]},
         "plugins": plugins,
-        "network": summary,
+        "network": {k: v for k, v in summary.items() if k != "layernorm_layers"},  # those are under precision
         "engine_layers": engine_layers,
         "build_seconds": round(seconds, 3),
     }
