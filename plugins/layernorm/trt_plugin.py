@@ -178,9 +178,9 @@ def _compile(dtype: str, weight_dtype: str, n: int, eps: float, arch: int, tacti
     from lndeploy.plugins.layernorm import aot, kernel
 
     block_n = kernel.block_n_for(n)
-    warps = kernel.launch_config(1 << 30, block_n)["num_warps"]
+    warps = None  # tactic 1: the kernel's own (dtype-aware) rule, as compile_ptx applies it
     if tactic == 2:
-        warps = min(kernel.MAX_WARPS, warps * 2)
+        warps = min(kernel.MAX_WARPS, 2 * kernel.launch_config(1 << 30, block_n, dtype)["num_warps"])
     return aot.compile_ptx(dtype, block_n, arch, eps=eps, weight_dtype=weight_dtype, num_warps=warps,
                            n_multiple_of_16=n % 16 == 0)
 
