@@ -11,6 +11,10 @@ Nothing is upcast here: inputs are converted to the graph's declared input types
 does) and outputs are returned in the types the graph produces. Plugin nodes run through the same
 model-local reference function as on ONNX Runtime (:func:`lndeploy.plugin_spec.with_reference_functions`);
 ``Scan`` bodies are evaluated step by step.
+
+One operator of onnx 1.23's evaluator is replaced: its ``GatherElements`` goes through ``np.choose``,
+which takes at most 64 choices, and its fallback reshapes wrongly (``cannot reshape array of size 1``
+on BERT's position ids, 512 long). ``np.take_along_axis`` is the operator's definition.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class ReferenceSession:
         if plugin_spec.plugin_nodes(model):
             model = plugin_spec.with_reference_functions(model)
         try:
-            self.evaluator = ReferenceEvaluator(model)
+            self.evaluator = ReferenceEvaluator(model, new_ops=[_gather_elements_op()])
         except Exception as err:
             raise BadInputError(f"the ONNX reference evaluator cannot load the model: {_first_line(err)}") from err
         initializers = {t.name for t in model.graph.initializer}
@@ -52,6 +56,22 @@ class ReferenceSession:
         except Exception as err:
             raise BadInputError(f"the ONNX reference evaluator failed to run the model: {_first_line(err)}") from err
         return {name: np.asarray(value) for name, value in zip(names, values)}
+
+
+def _gather_elements_op():
+    """``GatherElements(data, indices, axis)[i][j]... = data[..][indices[i][j]..][..]`` (along ``axis``)."""
+    import numpy as np
+    from onnx.reference.op_run import OpRun
+
+    class GatherElements(OpRun):
+        op_domain = ""
+
+        def _run(self, data, indices, axis=None):
+            axis = 0 if axis is None else int(axis)
+            indices = np.where(indices < 0, indices + data.shape[axis], indices)  # negative: from the end
+            return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
+
+    return GatherElements
 
 
 def _load(model_or_path):

@@ -176,12 +176,19 @@ def _declare_values(graph, node, typed: dict) -> None:
 
 
 def _raise_opset_for_bf16(model):
-    """ONNX types Conv in bf16 from opset 22 on, ConstantOfShape from 20: convert when needed."""
+    """ONNX types Conv in bf16 from opset 22 on, ConstantOfShape from 20: convert when needed.
+
+    Only ops that will compute in bf16 count: those with fp32 tensors, not kept in fp32 by a block list.
+    """
+    import onnx
     from onnx import version_converter
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    types = tensor_types(onnx.shape_inference.infer_shapes(model))
     ops = {n.op_type for g in plugin_spec.iter_graphs(model.graph) for n in g.node
-           if n.domain in ("", "ai.onnx") and not _kept_fp32(n)}
+           if n.domain in ("", "ai.onnx") and not _kept_fp32(n) and n.op_type not in DEFAULT_OP_BLOCK_LIST
+           and any(types.get(x) == FLOAT for x in itertools.chain(n.input, n.output))}
     needed = max([_first_bf16_opset(op, current) for op in ops] + [current])
     if needed == current:
         return model

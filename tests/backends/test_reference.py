@@ -102,6 +102,19 @@ def test_bf16_stays_bf16():
     assert got.dtype == ml_dtypes.bfloat16 and (got.astype(np.float32) == 1.0).all()
 
 
+def test_gather_elements_beyond_64_choices():
+    """onnx 1.23's own GatherElements fails here (np.choose takes <= 64 choices): BERT's position ids."""
+    graph = helper.make_graph(
+        [helper.make_node("GatherElements", ["data", "idx"], ["y"], axis=1)], "g",
+        [helper.make_tensor_value_info("data", TensorProto.INT64, [1, 512]),
+         helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    session = ReferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    data = np.arange(512, dtype=np.int64)[None] * 10
+    idx = np.array([[0, 3, 511, -1] * 4], np.int64)
+    np.testing.assert_array_equal(session.run([data, idx])["y"], [[0, 30, 5110, 5110] * 4])
+
+
 def test_errors_are_one_line_lndeploy_errors(tmp_path, zoo):
     with pytest.raises(BadInputError, match="not found"):
         ReferenceSession(tmp_path / "missing.onnx")

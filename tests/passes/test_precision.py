@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 import warnings
 
 import ml_dtypes
@@ -143,6 +144,32 @@ def test_fp16_and_bf16_export_end_to_end_on_a_scan_model(tmp_path):
         result = export(zoo_model("transformer" if precision == "bf16" else "gru"), tmp_path / "m.onnx",
                         ln="plugin", precision=precision)
         assert result.verification and onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.elem_type == FLOAT
+
+
+def test_the_models_own_casts_to_float_are_retargeted_to_fp16(tmp_path):
+    """Integer and bool inputs cast to float (Cast(to=FLOAT) in the graph) feed fp16 ops after planning."""
+    model = tmp_path / "casts.py"
+    model.write_text(textwrap.dedent("""
+        import torch
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin, self.ln = torch.nn.Linear(8, 16), torch.nn.LayerNorm(16)
+            def forward(self, ids, mask):
+                h = self.lin(ids.float()) * mask.to(torch.float32).unsqueeze(-1)
+                return self.ln(h + torch.zeros(h.shape[0], 1, 16))
+        def build(): return M()
+        def example_inputs():
+            return {"ids": torch.randint(0, 5, (2, 3, 8)), "mask": torch.ones(2, 3, dtype=torch.bool)}
+        def dynamic_axes(): return {"ids": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}}
+    """))
+    result = export(str(model), None, precision="fp16")
+    casts = [_attr(n, "to") for n in result.model.graph.node if n.op_type == "Cast"]
+    assert FLOAT16 in casts and max(max(r.max_abs.values()) for r in result.verification) <= 1e-2
+
+
+def _attr(node, name):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
 
 
 # --- the overflow model -----------------------------------------------------------------------
