@@ -44,8 +44,16 @@ def fnn_engine(tmp_path_factory):
 
 
 @pytest.mark.skipif(HAS_FULL_TRT, reason=FULL_TRT_REASON)
-def test_build_with_missing_full_tensorrt_exits_3_in_one_line(tmp_path, run_cli, fnn_engine):
-    onnx_path, _ = fnn_engine
+def test_build_with_missing_full_tensorrt_exits_3_in_one_line(tmp_path, run_cli):
+    from onnx import TensorProto, helper
+
+    from lndeploy.onnxfile import save_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx_path = tmp_path.parent / f"{tmp_path.name}-relu.onnx"
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), onnx_path)
     out = tmp_path / "x.engine"
     done = run_cli("build", onnx_path, "-o", out, "--runtime", "tensorrt")
     assert done.code == 3
