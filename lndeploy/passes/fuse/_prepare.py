@@ -29,9 +29,21 @@ def prepare(model, opset: int | None, notes: list):
     work.CopyFrom(model)
     if target > current:
         work = _convert(work, current, target, notes)
+    if model.ir_version < 4:
+        _initializers_not_inputs(work.graph)
     required = onnx.helper.find_min_ir_version_for(list(work.opset_import), ignore_unknown=True)
     work.ir_version = max(work.ir_version, required)
     return _infer_shapes(work, notes)
+
+
+def _initializers_not_inputs(graph) -> None:
+    """Before IR 4 every initializer had to be listed as a graph input: a constant all the same (ONNX
+    Runtime does not let them be overridden). From IR 4 on such a listing means "a default the caller
+    may override", so the listing goes before the IR version is raised, and eps stays a constant."""
+    names = {init.name for init in graph.initializer}
+    kept = [value for value in graph.input if value.name not in names]
+    del graph.input[:]
+    graph.input.extend(kept)
 
 
 def _convert(model, current: int, target: int, notes: list):

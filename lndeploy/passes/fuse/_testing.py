@@ -43,17 +43,21 @@ class Graph:
             return self.op("ReduceMean", x, self.const(axes, np.int64), **attrs)
         return self.op("ReduceMean", x, axes=list(axes), **attrs)
 
-    def model(self, *outputs: str) -> onnx.ModelProto:
+    def model(self, *outputs: str, shape=None) -> onnx.ModelProto:
+        """The model; outputs are typed by shape inference, or all given ``shape``."""
         graph = helper.make_graph(self.nodes, "g", self.inputs,
-                                  [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                                  [helper.make_tensor_value_info(o, TensorProto.FLOAT, shape) for o in outputs],
                                   self.initializers)
         opsets = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opsets,
                                   ir_version=helper.find_min_ir_version_for(opsets))
-        # the checker wants typed outputs: take their shapes from inference, keep no value_info
-        typed = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        model.graph.ClearField("output")
-        model.graph.output.extend(typed.graph.output)
+        if model.ir_version < 4:  # IR 3 (opset <= 8): every initializer is also listed as an input
+            model.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                               for i in self.initializers)
+        if shape is None:  # the checker wants typed outputs: from inference, keeping no value_info
+            typed = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            model.graph.ClearField("output")
+            model.graph.output.extend(typed.graph.output)
         onnx.checker.check_model(model, full_check=True)
         return model
 

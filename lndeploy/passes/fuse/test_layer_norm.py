@@ -121,3 +121,18 @@ def test_near_misses_stay_untouched(case):
         assert result.unconverted == []
     else:
         assert len(result.unconverted) == 1 and reason in result.unconverted[0]["reason"], result.unconverted
+
+
+def test_ir3_model_lists_its_initializers_as_inputs_and_still_fuses():
+    """Before IR 4 every initializer had to be a graph input too; they are constants there (ONNX
+    Runtime does not let them be overridden), so eps is constant and the LN fuses."""
+    g = T.Graph(8)
+    x = g.input("x", [2, 16])
+    scale = T.normal(16, seed=12)
+    # opset 8 -> IR 3; shape inference of opset-7 Pow cannot type the output, so it is declared
+    model = g.model(g.op("Mul", T.layer_norm(g, x, [-1], eps=EPS), g.const(scale)), shape=[2, 16])
+    assert model.ir_version == 3 and len(model.graph.input) == 1 + len(model.graph.initializer)
+    feed = {"x": T.normal(2, 16)}
+    result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [-1], EPS, scale))
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+    assert [i.name for i in result.model.graph.input] == ["x"]
