@@ -7,6 +7,12 @@ overflows to inf where it would on an fp16 GPU kernel. It also computes ``LayerN
 input type whatever ``stash_type`` says, like a runtime that does not honour ``stash_type``. So it is
 the CPU witness that an fp16 plan keeps its LN statistics in fp32 by its types alone.
 
+MatMul/Gemm/Conv come out as the exact result rounded once to the output type (as on a GPU, which
+accumulates in fp32). Sums over many elements are where it differs from GPU kernels: fp16 reductions
+accumulate in fp32 (numpy's rule), but bf16 ones (ReduceSum/Mean, AveragePool, Softmax's sum) accumulate
+in bf16 (ml_dtypes), so a graph that reduces in bf16 looks worse here than on TensorRT. lndeploy's
+plans keep sums in fp32 (:mod:`lndeploy.passes.precision`).
+
 Nothing is upcast here: inputs are converted to the graph's declared input types (as every backend
 does) and outputs are returned in the types the graph produces. Plugin nodes run through the same
 model-local reference function as on ONNX Runtime (:func:`lndeploy.plugin_spec.with_reference_functions`);

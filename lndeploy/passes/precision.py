@@ -14,7 +14,7 @@ into the graph:
   normalization layer reads and writes fp32), while an fp16 LN with ``stash_type=1`` becomes an
   fp16 normalization layer with no compute-precision knob; ONNX's reference evaluator also ignores
   ``stash_type`` on fp16 input. With ``d = x - mean``, ``d*d`` overflows fp16 once ``|d| > 256``;
-* sums stay fp32 too (``Add``, ``Sum``, ``ReduceMean``/``ReduceSum``, ``Softmax``): a residual stream
+* sums stay fp32 too (``Add``, ``Sum``, reductions, average pools, ``Softmax``): a residual stream
   rounded to bf16's 8 mantissa bits after every block loses the small updates (transformer zoo model,
   bf16: 2.1e-2 max abs with fp16 sums, 5e-3 with fp32 sums; PyTorch's autocast keeps them fp32 too).
   The Casts around them are pointwise and fuse into the neighbouring kernels in TensorRT.
@@ -53,7 +53,8 @@ from lndeploy.errors import BadInputError
 
 PRECISIONS = ("fp16", "bf16")
 LN_OP_TYPES = ("LayerNormalization", plugin_spec.OP_TYPE)
-SUM_OP_TYPES = ("Add", "Sum", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "Softmax", "LogSoftmax")
+SUM_OP_TYPES = ("Add", "Sum", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "Softmax", "LogSoftmax",
+                "AveragePool", "GlobalAveragePool")
 FP32_OP_TYPES = LN_OP_TYPES + SUM_OP_TYPES
 FP16_MAX = 65504.0
 FP16_MIN_POSITIVE = 2.0**-24  # the smallest fp16 subnormal: smaller magnitudes would flush to 0
