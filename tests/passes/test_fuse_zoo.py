@@ -51,4 +51,5 @@ def test_convnext_block_channel_first_ln(legacy, tmp_path, opset):
     assert "ReduceMean" not in after and "Sqrt" not in after
     assert after["Mul"] == before["Mul"] - 1 and after["Add"] == before["Add"] - 2  # gain, eps and bias gone
     assert result.counts["channel_first_layer_norm"] == result.counts["ln_scale"] == result.counts["ln_bias"] == 1
+    assert result.unconverted == []
     assert_same_outputs(path, out, spec)

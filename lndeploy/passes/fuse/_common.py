@@ -61,6 +61,10 @@ def normalize(op, num, var, eps, form: str, half, minus_half, one):
     return op.Mul(num, inverse) if form == "mul" else op.Mul(inverse, num)
 
 
+class NotOurs(MatchFailureError):
+    """A refusal because another rule handles the case (trailing vs non-trailing axes): no note."""
+
+
 def fail(reason: str, *sources):
     raise MatchFailureError(reason, *[s for s in sources if s is not None])
 

@@ -30,9 +30,7 @@ class ChannelFirstFusion(StatsNormFusion):
 
     def check_axes(self, x, axes) -> None:
         if C.is_trailing(axes, C.rank_of(x)):
-            err = C.MatchFailureError("the axes are trailing: the layer_norm rule's case")
-            err.not_ours = True
-            raise err
+            raise C.NotOurs("the axes are trailing: the layer_norm rule's case")
 
     def rewrite(self, op, x, eps, mean, var, **_):
         rank = C.rank_of(x)

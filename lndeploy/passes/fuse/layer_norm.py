@@ -48,17 +48,16 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
             self.check_axes(x, axes)
             C.epsilon_of(eps, C.rank_of(x))
             C.static_dims(x, axes)
+        except C.NotOurs:
+            raise
         except C.MatchFailureError as err:
-            if not getattr(err, "not_ours", False):
-                self.notes.refuse(context.root, self.rule_name, err.reason)
+            self.notes.refuse(context.root, self.rule_name, err.reason)
             raise
         return True
 
     def check_axes(self, x, axes) -> None:
         if not C.is_trailing(axes, C.rank_of(x)):
-            err = C.MatchFailureError(f"axes {list(axes)} are not the trailing axes")
-            err.not_ours = True  # the channel-first rule takes these; no note
-            raise err
+            raise C.NotOurs(f"axes {list(axes)} are not the trailing axes: the channel-first rule's case")
 
     def rewrite(self, op, x, eps, mean, var, **_):
         rank = C.rank_of(x)
