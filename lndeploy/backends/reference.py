@@ -61,7 +61,9 @@ class ReferenceSession:
             values = self.evaluator.run(names, feed)
         except Exception as err:
             raise BadInputError(f"the ONNX reference evaluator failed to run the model: {_first_line(err)}") from err
-        return {name: np.asarray(value) for name, value in zip(names, values)}
+        # contiguous like ONNX Runtime's: Scan outputs come back as transposed views, which
+        # Polygraphy's comparator cannot .view()
+        return {name: np.ascontiguousarray(value) for name, value in zip(names, values)}
 
 
 def _gather_elements_op():
