@@ -138,7 +138,7 @@ def bench_row(dtype, rows, n, es, ms, kernel):
     return {"dtype": dtype, "rows": rows, "N": n, "ms": ms, "GBps": gbps, "pct_of_copy": pct,
             "pct_target": target, "pct_pass": None if target is None else pct >= target,
             "speedup_vs_torch": speedup, "speedup_pass": speedup >= 1.15,
-            "config": {k: v for k, v in kernel.launch_config(rows, n).items() if k != "grid"}}
+            "config": {k: v for k, v in kernel.launch_config(rows, n, tdtype(dtype)).items() if k != "grid"}}
 
 
 def tune_candidates(kernel, rows, n):

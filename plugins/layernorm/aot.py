@@ -170,7 +170,7 @@ def compile_ptx(dtype: str, block_n: int, arch: int, *, eps: float = 1e-5,
         raise ValueError(f"arch must be one of {ARCHS}, got {arch}")
     if kernel.block_n_for(block_n) != block_n:
         raise ValueError(f"block_n must be a power of two, got {block_n}")
-    cfg = kernel.launch_config(1 << 30, block_n, rows_per_program=rows_per_program,
+    cfg = kernel.launch_config(1 << 30, block_n, dtype, rows_per_program=rows_per_program,
                                num_warps=num_warps)
     ptxas = ptxas or find_toolkit_ptxas()
     options = {"num_warps": cfg["num_warps"], "num_stages": 1, "enable_fp_fusion": True}

@@ -27,10 +27,16 @@ import triton.language as tl
 MAX_N = 65536
 # At or below this N, several rows share one program.
 SMALL_N_MAX = 512
-# Elements one small-N program handles (ROWS_PER_PROGRAM * BLOCK_N).
-SMALL_N_TILE = 4096
-# Elements per thread that the num_warps rule aims for (more once 32 warps are reached).
-ELEMS_PER_THREAD = 8
+# Elements one small-N program handles (ROWS_PER_PROGRAM * BLOCK_N), with SMALL_N_WARPS warps.
+# Measured on an H200 (scripts/gpu_check.sh autotune): 8192-element tiles on 8 warps reach 89-99 % of
+# copy bandwidth at N = 64 and 128, where 4096-element tiles on 16 warps reached 36-61 %.
+SMALL_N_TILE = 8192
+SMALL_N_WARPS = 8
+# Bytes per thread that the large-N num_warps rule aims for: 16 fp16/bf16 or 8 fp32 elements. The
+# H200 autotune picked exactly this at N = 1024, 4096 and 8192 in both fp16 and fp32 (fewer threads,
+# each with two 16-byte vectors in flight); more once 32 warps are reached.
+BYTES_PER_THREAD = 32
+ELEMS_PER_THREAD = 8  # fp32 equivalent of BYTES_PER_THREAD, kept for callers that size by elements
 MAX_WARPS = 32
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -82,14 +88,14 @@ def launch_config(rows: int, N: int, dtype=torch.float32, *, rows_per_program: i
                   num_warps: int | None = None) -> dict:
     """Launch parameters for ``rows`` rows of ``N`` elements: BLOCK_N, ROWS_PER_PROGRAM, num_warps,
     grid. Pure (no tensors, no GPU), so the AOT path and the benchmark use the same rule. The two
-    keyword overrides exist for autotuning; ``dtype`` is accepted so a per-dtype rule can be added
-    without changing callers (the measured rule does not depend on it yet)."""
-    del dtype
+    keyword overrides exist for autotuning; ``dtype`` (of x; None means fp32) sets the bytes per
+    element that the warp rule counts."""
+    elem_bytes = 2 if dtype in (torch.float16, torch.bfloat16, "fp16", "bf16") else 4
     block_n = block_n_for(N)
     if rows_per_program is None:
         rows_per_program = _default_rows_per_program(rows, block_n)
     if num_warps is None:
-        num_warps = _default_num_warps(rows_per_program * block_n)
+        num_warps = _default_num_warps(rows_per_program * block_n, elem_bytes, block_n <= SMALL_N_MAX)
     _check_pow2("rows_per_program", rows_per_program)
     _check_pow2("num_warps", num_warps)
     return {
@@ -105,14 +111,19 @@ def _default_rows_per_program(rows: int, block_n: int) -> int:
         return 1
     # Never more rows per program than there are rows (rounded up to a power of two): a 3-row input
     # must not compile and run a 4096-row tile.
+    # Never more rows per program than there are rows (rounded up to a power of two): a 3-row input
+    # must not compile and run an 8192-element tile. (A rule aiming at >= 2048 programs helped fp16
+    # at (65536 x 128) on the H200 but cost bf16 and fp32 more: not adopted, see the README.)
     return max(1, min(SMALL_N_TILE // block_n, triton.next_power_of_2(max(rows, 1))))
 
 
-def _default_num_warps(tile: int) -> int:
-    """~8 elements per thread: 32 B of fp32 (two 16-byte vectors) in flight per thread, few registers.
-    At least 4 warps so that small tiles still fill a scheduler quad; at most 32 (1024 threads), so
-    rows above 8192 elements hold more per thread (and spill a little above 16384 in fp32)."""
-    return min(MAX_WARPS, max(4, tile // (32 * ELEMS_PER_THREAD)))
+def _default_num_warps(tile: int, elem_bytes: int = 4, small_n: bool = False) -> int:
+    """Small N: SMALL_N_WARPS (fewer for tiles of few rows). Large N: BYTES_PER_THREAD per thread
+    (two 16-byte vectors in flight), at least 2 warps, at most 32 (1024 threads), so rows above
+    8192 fp32 elements hold more per thread (and spill a little above 16384 in fp32)."""
+    if small_n:
+        return max(1, min(SMALL_N_WARPS, triton.next_power_of_2(max(tile // 32, 1))))
+    return min(MAX_WARPS, max(2, tile * elem_bytes // (32 * BYTES_PER_THREAD)))
 
 
 def _check_pow2(name: str, value: int) -> None:

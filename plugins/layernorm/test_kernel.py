@@ -162,13 +162,18 @@ def test_output_is_rounding_of_reference(reported):
 
 
 def test_launch_config_rules():
+    import torch
+
     from lndeploy.plugins.layernorm.kernel import launch_config
 
     small = launch_config(262144, 64, None)
     assert small["BLOCK_N"] == 64 and small["ROWS_PER_PROGRAM"] > 1
     assert small["grid"] == (262144 // small["ROWS_PER_PROGRAM"],)
-    # Few rows: the tile shrinks to the rows there are, not a 4096-element tile of mostly padding.
+    # Few rows: the tile shrinks to the rows there are, not an 8192-element tile of mostly padding.
     assert launch_config(3, 64)["ROWS_PER_PROGRAM"] == 4
+    assert launch_config(65536, 128)["ROWS_PER_PROGRAM"] == 64
+    # Large N: 32 bytes per thread, so half types get half the warps of fp32.
+    assert launch_config(1, 4096, torch.float16)["num_warps"] * 2 == launch_config(1, 4096)["num_warps"]
     big = launch_config(5, 5120)
     assert (big["BLOCK_N"], big["ROWS_PER_PROGRAM"], big["grid"]) == (8192, 1, (5,))
     warps = [launch_config(1, n)["num_warps"] for n in (1024, 4096, 16384, 65536)]
