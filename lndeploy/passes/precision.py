@@ -1,51 +1,51 @@
 """Reduced-precision planning: fp16 / bf16 in the graph's own types, LayerNorm and sums in fp32.
 
 Strongly typed TensorRT (10.x with the flag, 11.x and TensorRT-RTX always) runs each layer in the
-types the ONNX graph gives it; there is no builder flag left to ask for fp16. So the plan is written
-into the graph:
+types the ONNX graph gives it; no builder flag asks for fp16 any more. So the plan is the graph's types:
 
 * float tensors become fp16 (or bf16): matmuls, convolutions, activations, products, weights;
 * graph inputs and outputs stay fp32 (Casts at the edges), so parity is checked against PyTorch's fp32;
-* every LN (``LayerNormalization``, also in Scan bodies, and lndeploy plugin nodes) is an fp32 island::
+* every LN (``LayerNormalization``, also in Scan bodies, and plugin nodes) is an fp32 island::
 
       Y16 = Cast<fp16>(LN(Cast<fp32>(X16), Scale32, B32))
 
-  The island, not ``stash_type``: TensorRT-RTX's parser keeps the island's layer types (its
-  normalization layer reads and writes fp32), while an fp16 LN with ``stash_type=1`` becomes an
-  fp16 normalization layer with no compute-precision knob; ONNX's reference evaluator also ignores
-  ``stash_type`` on fp16 input. With ``d = x - mean``, ``d*d`` overflows fp16 once ``|d| > 256``;
+  The island, not ``stash_type``: TensorRT-RTX's parser keeps the island's types (its normalization
+  layer reads and writes fp32), while an fp16 LN with ``stash_type=1`` becomes an fp16 layer with no
+  compute-precision setting; ONNX's reference evaluator ignores ``stash_type`` on fp16 input too.
+  With ``d = x - mean``, ``d*d`` overflows fp16 once ``|d| > 256``;
 * sums stay fp32 too (``Add``, ``Sum``, reductions, average pools, ``Softmax``): a residual stream
-  rounded to bf16's 8 mantissa bits after every block loses the small updates (transformer zoo model,
-  bf16: 2.1e-2 max abs with fp16 sums, 5e-3 with fp32 sums; PyTorch's autocast keeps them fp32 too).
-  The Casts around them are pointwise and fuse into the neighbouring kernels in TensorRT.
+  rounded to bf16's 8 bits after every block loses the small updates (transformer zoo model, bf16:
+  2.1e-2 max abs with bf16 sums, 5e-3 with fp32 sums; PyTorch's autocast keeps them fp32 too). The
+  Casts around them are pointwise and fuse into the neighbouring kernels in TensorRT.
 
-The conversion itself is onnxconverter-common's ``convert_float_to_float16`` with these ops on its
-block list. Version 1.16 gets these wrong for our graphs; each is patched around here, minimally:
+The conversion is onnxconverter-common's ``convert_float_to_float16`` with these ops on its block
+list. Version 1.16 gets six things wrong for our graphs, each patched around here, minimally:
 
 1. it rewires a blocked node's inputs to Casts *before* deciding which initializers stay fp32, so an
-   initializer that also has a ``value_info`` entry (the dynamo exporter writes them) is rounded to
-   fp16 and cast back: we drop value_info entries that duplicate an initializer;
-2. it decides per graph, so a Scan body's LN whose Scale/B are outer-scope initializers gets them in
-   fp16, with no Cast; an initializer shared with a converted node is also converted: such blocked
-   nodes get a private fp32 copy of the initializer in their own graph;
-3. it finds types in ``value_info`` and graph inputs only: a blocked node reading a value typed only
-   as a graph output (an RNN's carried state in a Scan body) gets no Cast to fp32, and the plugin's
-   output (the op has no type inference) gets no Cast back: both are declared in ``value_info``;
+   initializer with a ``value_info`` entry (the dynamo exporter writes them) is rounded to fp16 and
+   cast back: value_info entries that repeat an initializer are dropped first;
+2. it decides per graph: a Scan body's LN whose Scale/B are outer-scope initializers gets them in fp16
+   with no Cast; an initializer shared with a converted node is converted too: such blocked nodes
+   get a private fp32 copy in their own graph;
+3. it finds types in ``value_info`` and graph inputs only: a blocked node reading a value typed only as
+   a graph output (an RNN's state in a Scan body) gets no Cast to fp32, and the plugin's output (no
+   type inference) no Cast back: both are declared in ``value_info``;
 4. ``ConstantOfShape`` without ``value`` (an implicit fp32 zero) and the model's own ``Cast(to=FLOAT)``
    keep producing fp32: the first gets an explicit value, the second is retargeted afterwards;
-5. with ``keep_io_types`` a blocked node that writes a graph output leaves that output fp16: its Cast
-   back becomes a Cast to fp32;
-6. Cast round trips fp32 -> fp16 -> fp32 between two blocked nodes are only removed in simple chains:
-   the rest are folded here (the fp32 value is used directly; that only removes a rounding).
+5. with ``keep_io_types``, a blocked node writing a graph output leaves it fp16: its Cast back
+   becomes a Cast to fp32;
+6. it removes fp32 -> fp16 -> fp32 Cast round trips between blocked nodes only in simple chains: the
+   rest are folded here (the fp32 value is read directly: one rounding less).
 
-bf16: onnxconverter-common has no bf16. The fp16 plan is retyped (fp16 -> bf16 in initializers,
-constants, Casts and value_info), weights taken from the original fp32 values (no double rounding,
-no fp16 range clamp). ONNX types some ops in bf16 only from a later opset (``Conv`` 22,
-``ConstantOfShape`` 20): a bf16 plan raises the model's opset to the first that types every op.
+bf16: onnxconverter-common has none. The fp16 plan is retyped (initializers, constants, Casts,
+value_info), weights from the original fp32 values (no double rounding, no fp16 range clamp). ONNX
+types some ops in bf16 only from a later opset (``Conv`` 22, ``ConstantOfShape`` 20): a bf16 plan
+raises the model's opset to the first that types every op that computes in bf16.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from lndeploy import plugin_spec
@@ -183,12 +183,10 @@ def _raise_opset_for_bf16(model):
     """
     import onnx
     from onnx import version_converter
-    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
-
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     types = tensor_types(onnx.shape_inference.infer_shapes(model))
     ops = {n.op_type for g in plugin_spec.iter_graphs(model.graph) for n in g.node
-           if n.domain in ("", "ai.onnx") and not _kept_fp32(n) and n.op_type not in DEFAULT_OP_BLOCK_LIST
+           if n.domain in ("", "ai.onnx") and not _kept_fp32(n)
            and any(types.get(x) == FLOAT for x in itertools.chain(n.input, n.output))}
     needed = max([_first_bf16_opset(op, current) for op in ops] + [current])
     if needed == current:
@@ -236,7 +234,7 @@ def _convert(model):
 
     from onnxconverter_common import float16
 
-    block = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_OP_TYPES)
+    block = sorted(_block_list())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns per clamped weight; the clamp is at fp16's own range
         return float16.convert_float_to_float16(
@@ -386,7 +384,15 @@ def tensor_types(model) -> dict:
 
 
 def _kept_fp32(node) -> bool:
-    return (node.op_type in FP32_OP_TYPES and node.domain in ("", "ai.onnx")) or plugin_spec.is_plugin_node(node)
+    """Our fp32 ops, and those the converter blocks by default (Range, Min, Max, TopK, ...)."""
+    return (node.op_type in _block_list() and node.domain in ("", "ai.onnx")) or plugin_spec.is_plugin_node(node)
+
+
+@functools.lru_cache(maxsize=1)
+def _block_list() -> frozenset:
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
+
+    return frozenset(DEFAULT_OP_BLOCK_LIST) | frozenset(FP32_OP_TYPES)
 
 
 def _is_ln(node) -> bool:
