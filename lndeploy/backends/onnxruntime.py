@@ -14,7 +14,7 @@ import os
 
 from lndeploy import plugin_spec
 from lndeploy.backends import TensorMeta, normalize_feed
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, UnavailableError
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -69,6 +69,10 @@ def make_inference_session(model, providers=None, threads: int | None = None):
         if isinstance(err, BadInputError):
             raise
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "NOT_IMPLEMENTED" in str(err):
+            # a valid model that this ORT build has no kernel for (e.g. bf16 MatMul on the CPU)
+            raise UnavailableError(f"ONNX Runtime here has no kernel for this model ({text}); "
+                                   f"try --backend onnx-reference") from err
         raise BadInputError(f"ONNX Runtime cannot load the model: {text}") from err
 
 

@@ -34,4 +34,4 @@ def command(ctx, model, output, ln, precision, opset):
         click.echo(f"verified against PyTorch at {where}: max abs error {worst:.2e}")
     for note in result.notes:
         click.echo(f"note: {note}")
-    click.echo(f"wrote {output} (opset {opset}, ln {ln}, {precision})")
+    click.echo(f"wrote {output} (opset {result.opset}, ln {ln}, {precision})")

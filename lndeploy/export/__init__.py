@@ -51,6 +51,8 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     if precision != "fp32":
         onnx_model = _plan_precision(onnx_model, precision)
     result.model = onnx_model
+    # a bf16 plan may raise the opset (bf16 Conv needs opset 22): report what was written
+    result.opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
     if verify:
         result.verification = verification.verify(onnx_model, spec, precision)
     if output is not None:
