@@ -14,7 +14,7 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
     from polygraphy.comparator.compare import SimpleCompareFunc
 
     from lndeploy.check import CheckResult
-    from lndeploy.check.runners import SessionRunner, TorchRunner
+    from lndeploy.check.runners import TorchRunner, artifact_runner
     from lndeploy.session import Session
 
     opened = {}
@@ -29,7 +29,7 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
     schedule, skipped = _runnable_schedule(spec, samples, seed)
     if not schedule:
         raise BadInputError(f"PyTorch cannot run the model at any generated size: {skipped[0]['reason']}")
-    runners = [SessionRunner(lambda: opened.get("session") or open_session(), name=backend),
+    runners = [artifact_runner(probe, lambda: opened.get("session") or open_session(), backend),
                TorchRunner(spec, output_names)]
     feeds = [feed for _, feed in schedule]
     with _polygraphy_quiet(debug):

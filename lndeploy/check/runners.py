@@ -77,3 +77,16 @@ class SessionRunner(BaseRunner):
 
     def deactivate_impl(self):
         self.session = None
+
+
+def artifact_runner(session, open_session, backend: str) -> BaseRunner:
+    """The runner for the deployed artifact. A full-TensorRT engine runs through Polygraphy's own
+    ``TrtRunner`` (``session``, an lndeploy ``TrtSession``, has already checked the sidecar, the GPU
+    and registered the plugin). Polygraphy's runner imports ``tensorrt`` only, so TensorRT-RTX
+    engines, ONNX Runtime and the reference evaluator run through ``lndeploy.Session``."""
+    runtime = getattr(session._impl, "runtime", None)
+    if backend == "tensorrt" and runtime is not None and not runtime.is_rtx:
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        return TrtRunner(EngineFromBytes(session._impl.path.read_bytes()), name="tensorrt")
+    return SessionRunner(open_session, name=backend)
