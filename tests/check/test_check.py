@@ -82,6 +82,14 @@ def test_plugin_model_passes_on_cpu(run_cli):
     assert result.code == 0, result.err
 
 
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_plugin_model_passes_on_cpu(name):
+    """Plugin nodes run on ONNX Runtime through the in-memory reference function."""
+    result = check(zoo_model(name), ln="plugin")
+    assert result.passed, result.summary()
+    assert result.ln == "plugin" and all(o["max_abs"] <= 1e-4 for o in result.outputs.values())
+
+
 def test_rtol_loosens_the_gate(fnn_onnx, tmp_path):
     def nudge_bias(model):
         head = model.graph.initializer[-1]
