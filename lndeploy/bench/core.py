@@ -13,37 +13,42 @@ import os
 import tempfile
 import time
 
-from lndeploy.bench import machine, report, runners, target as targets, timing
+from lndeploy.bench import allocator, machine, report, runners, target as targets, timing
 from lndeploy.errors import BadInputError, UnavailableError
 
 DEFAULT_BATCHES = (1, 32)
 DEFAULT_BUDGET = 3.0
-LN_OF = {"onnxruntime": "native", "onnxruntime-plugin": "plugin", "tensorrt": "native"}
+LN_OF = {"onnxruntime": "native", "onnxruntime-fused": "native", "onnxruntime-plugin": "plugin", "tensorrt": "native"}
 
 
 def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None = None,
           budget: float = DEFAULT_BUDGET, max_runs: int | None = None, dims: dict | None = None,
-          ort_optimize: bool = True, json_path=None, progress=None, log=None) -> report.BenchReport:
+          keep_freed_memory: bool = True, json_path=None, progress=None, log=None) -> report.BenchReport:
     """Benchmark ``target`` (a model file/module, an ``.onnx`` file or a TensorRT engine).
 
-    ``backends``: names from ``pytorch, onnxruntime, onnxruntime-plugin, tensorrt`` (default: all
-    that can run here; the others are listed as skipped with the reason). Asking for one that cannot
-    run raises ``UnavailableError``. ``threads``: for PyTorch and ONNX Runtime (default: every usable
-    core). ``budget``: timed seconds per batch size, shared by the backends. ``dims``: sizes of
-    non-batch dynamic dims, e.g. ``{"seq": 128}``. ``progress(done, total)`` and ``log(line)`` report
-    progress. ``json_path``: where the report is written (atomically).
+    ``backends``: names from ``pytorch, onnxruntime, onnxruntime-fused, onnxruntime-plugin,
+    tensorrt`` (default: all that can run here; the others are listed as skipped with the reason);
+    asking for one that cannot run raises ``UnavailableError``. ``onnxruntime-fused`` is the ORT-only
+    fused graph of :mod:`lndeploy.backends.ort_optimized`, run only where it is proven equal to the
+    plain one. ``threads``: for PyTorch and ONNX Runtime (default: every usable core). ``budget``:
+    timed seconds per batch size, shared by the backends. ``dims``: sizes of non-batch dynamic dims,
+    e.g. ``{"seq": 128}``. ``keep_freed_memory``: tune glibc malloc so that no backend is timed
+    re-faulting its freed pages (:mod:`lndeploy.bench.allocator`; process-wide).
+    ``progress(done, total)`` and ``log(line)`` report progress. ``json_path``: where the report is
+    written (atomically).
     """
     chosen = _check_args(backends, batches, threads, budget, max_runs, json_path)
     threads = threads or machine.usable_cores()
     facts = machine.machine_facts()
-    started = time.perf_counter()
+    malloc = allocator.keep_freed_memory() if keep_freed_memory else {"applied": False, "reason": "not asked"}
+    started, cpu_start = time.perf_counter(), machine.cpu_snapshot()
     with tempfile.TemporaryDirectory(prefix="lndeploy-bench-") as workdir:
         lns = tuple(dict.fromkeys(LN_OF[b] for b in chosen if b in LN_OF))
         tgt = targets.load_target(target, workdir, lns, log)
         plan = None if tgt.kind == "engine" else targets.plan_sizes(tgt, list(batches), dict(dims or {}))
         active, skipped = [], []
         try:
-            _make_runners(tgt, chosen, backends is not None, threads, workdir, log, ort_optimize, active, skipped)
+            _make_runners(tgt, chosen, backends is not None, threads, workdir, log, active, skipped)
             if not active:
                 raise UnavailableError("no backend can run here: "
                                        + "; ".join(f"{s.name}: {s.reason}" for s in skipped))
@@ -55,9 +60,10 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
             for runner in active:
                 runner.close()
     facts["load_average_end"] = machine.load_average()
+    facts["other_processes_cpu"] = machine.other_processes_share(cpu_start, machine.cpu_snapshot())
     data = report.assemble(tgt, facts, machine.versions(*_extra_dists(active)), active, skipped, results, {
         "threads": threads, "budget_s_per_batch": budget, "max_runs": max_runs, "batches": [b for b, _ in plan],
-        "dims": dict(dims or {}), "ort_optimize": ort_optimize, "timing": timing.describe(),
+        "dims": dict(dims or {}), "malloc": malloc, "timing": timing.describe(),
         "wall_s": round(time.perf_counter() - started, 2)})
     result = report.BenchReport(data)
     if json_path is not None:
@@ -87,13 +93,13 @@ def _check_args(backends, batches, threads, budget, max_runs, json_path) -> list
     return chosen
 
 
-def _make_runners(tgt, chosen: list, explicit: bool, threads: int, workdir: str, log, ort_optimize: bool,
-                  active: list, skipped: list) -> None:
+def _make_runners(tgt, chosen: list, explicit: bool, threads: int, workdir: str, log, active: list,
+                  skipped: list) -> None:
     """Fill ``active`` and ``skipped`` (the caller's lists, so it can close what was made on an error)."""
     for name in chosen:
         if log:
             log(f"preparing {name}")
-        made = _make_runner(name, tgt, threads, workdir, ort_optimize)
+        made = _make_runner(name, tgt, threads, workdir)
         if isinstance(made, runners.Skipped):
             if explicit:
                 error = BadInputError if made.name == "pytorch" else UnavailableError
@@ -103,7 +109,7 @@ def _make_runners(tgt, chosen: list, explicit: bool, threads: int, workdir: str,
             active.append(made)
 
 
-def _make_runner(name: str, tgt, threads: int, workdir: str, ort_optimize: bool):
+def _make_runner(name: str, tgt, threads: int, workdir: str):
     if name == "pytorch":
         if tgt.spec is None:
             return runners.Skipped(name, f"no PyTorch baseline for an {tgt.kind} artifact: bench the model "
@@ -124,21 +130,23 @@ def _make_runner(name: str, tgt, threads: int, workdir: str, ort_optimize: bool)
         other = "native LayerNormalization" if form == "plugin" else "plugin"
         return runners.Skipped(name, f"the artifact has {other} nodes; its backend is the other onnxruntime one")
     model, _path = tgt.onnx[form]
-    if form == "native" and ort_optimize:
-        return _ort_native(model, tgt, threads)
-    if form == "native":
-        return runners.OrtRunner(name, model, threads, {"graph": "as exported", "ort_fusion": "not tried"})
-    return runners.OrtRunner(name, model, threads, {"graph": "plugin nodes, CPU reference function"})
+    if name == "onnxruntime-fused":
+        return _ort_fused(model, tgt, threads)
+    graph = "as exported" if form == "native" else "plugin nodes, CPU reference function"
+    return runners.OrtRunner(name, model, threads, {"graph": graph})
 
 
-def _ort_native(model, tgt, threads: int):
+def _ort_fused(model, tgt, threads: int):
+    """The ORT-only fused graph, where it is proven equal to the plain one on the model's inputs."""
     from lndeploy import inputs
     from lndeploy.backends.ort_optimized import optimize_for_ort
 
     feeds = [feed for _, feed in inputs.schedule(tgt.specs, samples=None, seed=7)] if tgt.specs else None
-    optimized, proof = optimize_for_ort(model, feeds, threads=threads)
-    graph = "ORT-fused (in memory)" if proof.applied else "as exported"
-    return runners.OrtRunner("onnxruntime", optimized, threads, {"graph": graph, "ort_fusion": proof.as_dict()})
+    fused, proof = optimize_for_ort(model, feeds, threads=threads)
+    if not proof.applied:
+        return runners.Skipped("onnxruntime-fused", proof.reason)
+    return runners.OrtRunner("onnxruntime-fused", fused, threads, {
+        "graph": "ORT-only fused (in memory): " + ", ".join(sorted(proof.fusions)), "ort_fusion": proof.as_dict()})
 
 
 def _run_plan(tgt, active: list, plan: list, budget: float, max_runs, progress) -> list:
@@ -150,10 +158,12 @@ def _run_plan(tgt, active: list, plan: list, budget: float, max_runs, progress) 
     for index, (batch, sizes) in enumerate(plan):
         feed = inputs.generate(tgt.specs, sizes, seed=1000 + batch)
         fns, accuracy = _bind_all(active, feed)
+        cpu_start = machine.cpu_snapshot()
         samples = timing.run_rounds(fns, budget, max_runs, _progress_in(progress, index * budget, budget, total))
         results.append({"batch": batch, "sizes": sizes,
                         "shapes": {k: list(v.shape) for k, v in feed.items()},
-                        "samples": samples, "max_abs_vs_pytorch": accuracy})
+                        "samples": samples, "max_abs_vs_pytorch": accuracy,
+                        "other_processes_cpu": machine.other_processes_share(cpu_start, machine.cpu_snapshot())})
         if progress:
             progress(budget * (index + 1), total)
     return results

@@ -93,3 +93,31 @@ def versions(*extra: str) -> dict:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def cpu_snapshot() -> tuple | None:
+    """(busy ticks of all CPUs, all ticks, this process's CPU seconds) from /proc/stat, or None."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    usage = os.times()
+    return sum(fields) - idle, sum(fields), usage.user + usage.system
+
+
+def other_processes_share(start: tuple | None, end: tuple | None) -> float | None:
+    """Fraction of the machine's CPU capacity that other processes used between two snapshots.
+
+    On a 2-core machine another process's thread takes a core from a 2-thread benchmark: above a
+    few percent, latencies (PyTorch's OpenMP barriers above all) are no longer this machine's.
+    """
+    if start is None or end is None:
+        return None
+    ticks = end[1] - start[1]
+    if ticks <= 0:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    others = (end[0] - start[0]) - (end[2] - start[2]) * hz
+    return round(min(max(others / ticks, 0.0), 1.0), 3)

@@ -17,6 +17,7 @@ from lndeploy.bench import timing
 from lndeploy.errors import BadInputError
 
 SCHEMA = "lndeploy.bench/1"
+BUSY_SHARE = 0.05  # other processes' share of the CPU above which a run is called noisy
 
 
 class BenchReport:
@@ -55,7 +56,7 @@ def assemble(tgt, facts: dict, versions: dict, active: list, skipped: list, resu
             rows.append(_row(batch_result, name, sample, base, base_stats))
     backends = [{"name": r.name, "status": "ran", "provider": r.provider, **r.info} for r in active]
     backends += [{"name": s.name, "status": "skipped", "reason": s.reason} for s in skipped]
-    notes = list(tgt.notes) + _busy_note(facts, settings["threads"])
+    notes = list(tgt.notes) + _busy_note(facts, results)
     if tgt.spec is None:
         notes.append("no PyTorch baseline for an artifact: ratios need the model file")
     return {
@@ -86,24 +87,25 @@ def _row(batch_result: dict, name: str, sample, base, base_stats) -> dict:
         "throughput_per_s": batch * 1e3 / st.median_ms if st.median_ms > 0 else None,
         "ratio_vs_pytorch": ratio, "ratio_vs_pytorch_rounds": rounds,
         "faults_per_run": st.faults_per_run,
+        "other_processes_cpu": batch_result["other_processes_cpu"],
         "max_abs_vs_pytorch": batch_result["max_abs_vs_pytorch"].get(name),
     }
 
 
-def _busy_note(facts: dict, threads: int) -> list:
-    load = facts.get("load_average_start")
-    cores = facts.get("usable_cores") or 1
-    if load and load[0] > 0.5 * cores:
-        return [f"the machine was busy when the run started (1-min load average {load[0]} on {cores} "
-                f"cores): other processes share the CPU, so latencies are noisy; ratios are fairer "
-                f"than absolute figures because the backends' rounds are interleaved"]
+def _busy_note(facts: dict, results: list) -> list:
+    shares = [r["other_processes_cpu"] for r in results if r["other_processes_cpu"] is not None]
+    if shares and max(shares) > BUSY_SHARE:
+        return [f"other processes used up to {max(shares):.0%} of the CPU while timing (1-min load average "
+                f"{(facts.get('load_average_start') or ['?'])[0]} at the start): latencies are noisy, PyTorch's "
+                f"multi-threaded ones most; ratios are fairer than absolute figures (interleaved rounds)"]
     return []
 
 
 def format_table(data: dict) -> str:
     m, v = data["machine"], data["versions"]
     ort = v.get("onnxruntime-gpu") or v.get("onnxruntime") or "-"
-    lines = [f"{data['target']['ref']}: {m['cpu_model']}, {data['settings']['threads']} threads "
+    threads = data["settings"]["threads"]
+    lines = [f"{data['target']['ref']}: {m['cpu_model']}, {threads} thread{'s' if threads != 1 else ''} "
              f"({m['usable_cores']} usable cores), torch {v.get('torch', '-')}, onnxruntime {ort}",
              f"{'batch':>5}  {'backend':<19}{'median ms':>10}{'p90 ms':>9}{'p99 ms':>9}{'samples/s':>12}"
              f"{'vs pytorch':>11}  {'(rounds)':<12}{'runs':>7}"]

@@ -6,8 +6,11 @@ no copy. That is the steady state of a long-lived server, which is what a deploy
 Output buffers are whatever each backend allocates per call, as in real use.
 
 * ``pytorch``: eager, under ``torch.inference_mode``, ``torch.set_num_threads(threads)``.
-* ``onnxruntime``: the native-LN export, ``intra_op_num_threads = threads``; when
-  :mod:`lndeploy.backends.ort_optimized` proves a fused graph equal, that graph (in memory only).
+* ``onnxruntime``: the native-LN export, ``intra_op_num_threads = threads``, ORT's default session
+  options (ORT_ENABLE_ALL, memory arena, sequential execution, spinning workers: the fastest of the
+  variants measured, see docs/bench.md).
+* ``onnxruntime-fused``: the same with the ORT-only fused graph of
+  :mod:`lndeploy.backends.ort_optimized` (in memory), only where it is proven equal.
 * ``onnxruntime-plugin``: the plugin-node export, plugin resolved to the CPU reference function.
 * ``tensorrt``: an engine per batch size, built at that exact shape (as ``trtexec --shapes`` does),
   run through ``TrtSession`` (host->device and device->host copies included).
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BACKENDS = ("pytorch", "onnxruntime", "onnxruntime-plugin", "tensorrt")
+BACKENDS = ("pytorch", "onnxruntime", "onnxruntime-fused", "onnxruntime-plugin", "tensorrt")
 
 
 @dataclass

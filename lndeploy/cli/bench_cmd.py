@@ -37,7 +37,7 @@ def _backends(items) -> list | None:
 @click.command("bench")
 @click.argument("target", required=False)
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
-              help="pytorch, onnxruntime, onnxruntime-plugin, tensorrt (repeat or comma-separate). "
+              help="pytorch, onnxruntime, onnxruntime-fused, onnxruntime-plugin, tensorrt (repeat or comma-separate). "
                    "Default: every backend that can run here; the others are listed as skipped.")
 @click.option("--batch", "batch", default="1,32", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -48,18 +48,23 @@ def _backends(items) -> list | None:
               help="Stop a batch size once every backend has this many timed runs.")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
               help="Size of a non-batch dynamic dim (default: the model's example size), e.g. seq=128.")
-@click.option("--no-ort-fusion", is_flag=True,
-              help="Run ONNX Runtime on the graph as exported, without the proven-equal fused graph.")
+@click.option("--malloc-defaults", is_flag=True,
+              help="Keep glibc malloc's defaults: freed large blocks go back to the kernel and are faulted "
+                   "in again on every call (by default the process keeps them; see docs/bench.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every figure to this file.")
 @click.option("--compare", nargs=2, type=click.Path(dir_okay=False), metavar="A.json B.json",
               help="Print B's speed-up over A for every (batch, backend) both reports have; runs nothing.")
-def command(target, backends, batch, threads, budget, max_runs, dims, no_ort_fusion, json_path, compare):
+def command(target, backends, batch, threads, budget, max_runs, dims, malloc_defaults, json_path,
+            compare):
     """Latency and throughput of TARGET per backend, PyTorch eager as the baseline.
 
     TARGET is a model file (exported here, in this process, LN native and plugin), an .onnx file
-    (no PyTorch baseline), or a TensorRT engine. Every backend runs on the same inputs, after
-    warm-up, in interleaved rounds; the ratio to PyTorch comes from the same run. Figures: median,
-    p90 and p99 latency (ms), throughput (samples/s = batch / median).
+    (no PyTorch baseline), or a TensorRT engine. onnxruntime-fused runs ONNX Runtime on an ORT-only
+    fused graph (attention, skip-LN, bias-GELU), only where it is proven within 1e-4 of the plain
+    one. Every backend runs on the same inputs, after warm-up, in interleaved rounds; the ratio to
+    PyTorch comes from the same run. Figures: median, p90 and p99 latency (ms), throughput
+    (samples/s = batch / median). The process keeps freed memory (glibc malloc thresholds), so that
+    no backend is timed re-faulting its pages.
 
     \b
     Example:
@@ -82,8 +87,8 @@ def command(target, backends, batch, threads, budget, max_runs, dims, no_ort_fus
     bar = _ProgressBar()
     try:
         result = bench(target, backends=_backends(backends), batches=_ints(batch, "--batch"), threads=threads,
-                       budget=budget, max_runs=max_runs, dims=_dims(dims), ort_optimize=not no_ort_fusion,
-                       json_path=json_path, progress=bar.update, log=bar.log)
+                       budget=budget, max_runs=max_runs, dims=_dims(dims),
+                       keep_freed_memory=not malloc_defaults, json_path=json_path, progress=bar.update, log=bar.log)
     finally:
         bar.close()
     click.echo(result.table())

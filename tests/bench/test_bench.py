@@ -69,7 +69,10 @@ def test_json_names_machine_versions_threads_and_skips(fnn_report):
     by_name = {b["name"]: b for b in data["backends"]}
     assert by_name["pytorch"]["threads"] == 1 and by_name["onnxruntime"]["threads"] == 1
     assert by_name["onnxruntime"]["provider"] == "CPUExecutionProvider"
-    assert by_name["onnxruntime"]["ort_fusion"]["applied"] is False  # an FNN has nothing to fuse
+    assert by_name["onnxruntime"]["graph"] == "as exported"
+    fused = by_name["onnxruntime-fused"]  # an FNN has nothing to fuse
+    assert fused["status"] == "skipped" and fused["reason"].startswith("nothing to fuse")
+    assert data["settings"]["malloc"]["applied"] in (True, False)
     if NO_TRT:
         assert by_name["tensorrt"] == {"name": "tensorrt", "status": "skipped", "reason": NO_TRT}
 
@@ -99,10 +102,17 @@ def test_artifact_with_sequence_dim_needs_its_size(transformer_onnx):
     _model, path = transformer_onnx
     with pytest.raises(BadInputError, match="--dim seq=N"):
         bench(str(path), backends=["onnxruntime"], budget=0.05)
-    result = bench(str(path), backends=["onnxruntime"], batches=(1,), dims={"seq": 9}, threads=1, budget=0.05)
-    assert result.results[0]["shapes"] == {"tokens": [1, 9, 128]}
-    ort = next(b for b in result.data["backends"] if b["name"] == "onnxruntime")
-    assert ort["graph"] == "ORT-fused (in memory)" and ort["ort_fusion"]["applied"]
+    result = bench(str(path), backends=["onnxruntime", "onnxruntime-fused"], batches=(1,), dims={"seq": 9},
+                   threads=1, budget=0.05)
+    assert [r["shapes"] for r in result.results] == [{"tokens": [1, 9, 128]}] * 2
+    fused = next(b for b in result.data["backends"] if b["name"] == "onnxruntime-fused")
+    assert fused["status"] == "ran" and fused["ort_fusion"]["applied"] and "sdpa_via_mha" in fused["graph"]
+    assert fused["ort_fusion"]["max_abs"] <= 1e-4
+
+
+def test_requested_fused_backend_with_nothing_to_fuse_is_unavailable(fnn_onnx):
+    with pytest.raises(UnavailableError, match="nothing to fuse"):
+        bench(str(fnn_onnx), backends=["onnxruntime-fused"], budget=0.05)
 
 
 @pytest.mark.parametrize("kwargs, match", [
