@@ -16,6 +16,7 @@ _LAZY = {
     "bench": ("lndeploy.bench", "bench"),
     "Session": ("lndeploy.session", "Session"),
     "load_model": ("lndeploy.modelfile", "load"),
+    "ModelSpec": ("lndeploy.modelfile", "ModelSpec"),
 }
 
 __all__ = ["LndeployError", "BadInputError", "ParityError", "UnavailableError", *_LAZY]
@@ -30,3 +31,7 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'lndeploy' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -54,7 +54,16 @@ def inspect_onnx(model, name: str = "") -> dict:
         "local_functions": [f"{f.domain}::{f.name}" for f in model.functions],
         "op_histogram": dict(ops.most_common()),
         "loops": [op for op in ("Scan", "Loop") if ops.get(op)],
+        "primitive_norm_hint": _primitive_norm_hint(ops),
     }
+
+
+def _primitive_norm_hint(ops) -> str | None:
+    """ReduceMean with Sqrt (or Pow / Reciprocal) is how LayerNorm looks when written as primitive ops."""
+    if ops.get("ReduceMean", 0) >= 2 and (ops.get("Sqrt") or ops.get("Pow") or ops.get("Reciprocal")):
+        return (f"{ops['ReduceMean']} ReduceMean nodes with Sqrt/Pow: LayerNorm or RMS norm written as "
+                f"primitive ops? `lndeploy fuse` makes each one node")
+    return None
 
 
 def _value(value) -> dict:
@@ -75,23 +84,65 @@ def _norm_node(node, in_subgraph: bool) -> dict:
 
 
 def _precision(model, graphs) -> dict:
-    """Element types of the weights and of every Cast target: what a strongly typed engine will use."""
+    """Element types of the weights and of every Cast target: what a strongly typed engine will use.
+    ``dominant`` is the float type holding the most weight *elements* (an fp16 plan keeps its few LN
+    gains fp32, but its matmul weights are fp16)."""
     weights = collections.Counter(_ELEM.get(i.data_type, str(i.data_type)) for g in graphs for i in g.initializer)
+    elements = collections.Counter()
+    for g in graphs:
+        for init in g.initializer:
+            kind = _ELEM.get(init.data_type)
+            if kind in ("fp32", "fp16", "bf16"):
+                count = 1
+                for d in init.dims:
+                    count *= d
+                elements[kind] += count
     casts = collections.Counter()
     for g in graphs:
         for n in g.node:
             if n.op_type == "Cast":
                 to = next((a.i for a in n.attribute if a.name == "to"), None)
                 casts[_ELEM.get(to, str(to))] += 1
-    float_weights = {k: v for k, v in weights.items() if k in ("fp32", "fp16", "bf16")}
-    main = max(float_weights, key=float_weights.get) if float_weights else "fp32"
-    return {"weights": dict(weights), "casts_to": dict(casts), "dominant": main}
+    main = max(elements, key=elements.get) if elements else "fp32"
+    return {"weights": dict(weights), "weight_elements": dict(elements), "casts_to": dict(casts), "dominant": main}
+
+
+def artifact_form(path) -> dict:
+    """``{"ln": native|plugin, "precision": fp32|fp16|bf16, "opset": int|None}`` of an ONNX file or
+    an lndeploy-built engine (from its sidecar; {} for an engine without one)."""
+    path = Path(path)
+    if path.suffix in (".engine", ".plan", ".trt"):
+        sidecar = Path(str(path) + ".json")
+        if not sidecar.is_file():
+            return {}
+        try:
+            facts = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            return {}
+        label = (facts.get("precision") or {}).get("label")
+        return {"ln": "plugin" if facts.get("plugins") else "native",
+                "precision": label if label in ("fp32", "fp16", "bf16") else None,
+                "opset": (facts.get("source_onnx") or {}).get("opset")}
+    from lndeploy.onnxfile import load_model
+
+    model = load_model(path)
+    graphs = list(plugin_spec.iter_graphs(model.graph))
+    return {"ln": "plugin" if plugin_spec.plugin_nodes(model) else "native",
+            "precision": _precision(model, graphs)["dominant"],
+            "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)}
 
 
 def format_text(info: dict) -> str:
     lines = [f"{info['artifact']} ({info['kind']})"]
     if info["kind"] != "onnx":
-        lines += [f"  {k}: {json.dumps(v)}" for k, v in info.items() if k not in ("artifact", "kind")]
+        for key, value in info.items():
+            if key in ("artifact", "kind"):
+                continue
+            if isinstance(value, list) and len(json.dumps(value)) > 100:
+                lines.append(f"  {key}:")
+                lines += [f"    {json.dumps(item)}" for item in value]
+            else:
+                lines.append(f"  {key}: {json.dumps(value)}")
         return "\n".join(lines)
     lines.append(f"  opsets: {info['opsets']}")
     for role in ("inputs", "outputs"):
@@ -105,6 +156,8 @@ def format_text(info: dict) -> str:
                      f"epsilon={n['attributes'].get('epsilon', 1e-5):g}{where}")
     lines.append(f"  precision: {info['precision']['dominant']} weights {info['precision']['weights']}")
     lines.append(f"  plugins: {', '.join(info['plugins']) or 'none'}")
+    if info.get("primitive_norm_hint"):
+        lines.append(f"  hint: {info['primitive_norm_hint']}")
     if info["loops"]:
         lines.append(f"  loops: {', '.join(info['loops'])}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -50,31 +51,46 @@ def import_model_module(target: str):
     """Import a model file by path or a module by dotted name; failures become ``BadInputError``."""
     looks_like_file = target.endswith(".py") or "/" in target or Path(target).exists()
     if looks_like_file:
-        path = Path(target)
-        if not path.is_file():
-            raise BadInputError(f"model file not found: {target}")
-        try:
-            path.read_bytes()
-        except OSError as err:
-            raise BadInputError(f"model file not readable: {target} ({err.strerror})") from err
-        name = f"lndeploy_model_{path.stem}_{uuid.uuid4().hex[:8]}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        # the model's own folder first, so a user's model can import its sibling files
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:
-            raise BadInputError(f"loading {target} failed: {type(err).__name__}: {_first_line(err)}") from err
-        finally:
-            sys.path.remove(str(path.resolve().parent))
-        return module
+        return _import_file(Path(target), target)
+    # like ``python -m``: modules in the current folder are importable
+    sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as err:
+        if err.name and not target.startswith(err.name) and err.name != target:
+            raise BadInputError(f"importing {target} failed: ModuleNotFoundError: {_first_line(err)}") from err
         raise BadInputError(f"model not found: {target} is neither a file nor an importable module") from err
     except Exception as err:
         raise BadInputError(f"importing {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+    finally:
+        sys.path.remove(os.getcwd())
+
+
+def _import_file(path: Path, target: str):
+    if not path.is_file():
+        raise BadInputError(f"model file not found: {target}")
+    if path.suffix != ".py":
+        raise BadInputError(f"model file must be a Python file (.py): {target}")
+    try:
+        path.read_bytes()
+    except OSError as err:
+        raise BadInputError(f"model file not readable: {target} ({err.strerror})") from err
+    name = f"lndeploy_model_{path.stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    # registered while it runs, as an import would: dataclasses and pickling look modules up by name
+    sys.modules[name] = module
+    # the model's own folder first, so a user's model can import its sibling files
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        sys.modules.pop(name, None)
+        raise BadInputError(f"loading {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+    finally:
+        sys.path.remove(folder)
+    return module
 
 
 def load(ref: str) -> ModelSpec:
@@ -94,9 +110,44 @@ def load(ref: str) -> ModelSpec:
     examples = _call(module, "example_inputs", target, required=True)
     inputs = name_inputs(model, examples, target)
     axes_fn = _callable(module, "dynamic_axes", target, required=False)
-    axes = _call(module, "dynamic_axes", target) if axes_fn else {n: {0: "batch"} for n, t in inputs.items() if t.dim()}
-    axes = validate_dynamic_axes(axes, inputs, target)
+    if axes_fn:
+        axes = validate_dynamic_axes(_call(module, "dynamic_axes", target), inputs, target)
+    else:
+        axes = validate_dynamic_axes(default_axes(inputs), inputs, f"{target} (no dynamic_axes(): dim 0 of "
+                                                                     f"every input is 'batch')")
     return ModelSpec(model, inputs, axes, source=ref, as_kwargs=isinstance(examples, dict))
+
+
+def from_module(module, example_inputs, dynamic_axes=None, source: str = "<module>") -> ModelSpec:
+    """A ``ModelSpec`` from an in-memory module, validated like a model file's definitions."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise BadInputError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    module.eval()
+    inputs = name_inputs(module, example_inputs, source)
+    axes = validate_dynamic_axes(dynamic_axes if dynamic_axes is not None else default_axes(inputs), inputs, source)
+    return ModelSpec(module, inputs, axes, source=source, as_kwargs=isinstance(example_inputs, dict))
+
+
+def resolve(model, example_inputs=None, dynamic_axes=None) -> ModelSpec:
+    """What the API accepts as a model: a model-file reference (str or path), a ``ModelSpec``, or a
+    ``torch.nn.Module`` together with ``example_inputs`` (and optionally ``dynamic_axes``)."""
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load(str(model))
+    if hasattr(model, "forward") and hasattr(model, "eval"):
+        if example_inputs is None:
+            raise BadInputError("a torch.nn.Module needs example_inputs= (a tuple of tensors or a dict)")
+        return from_module(model, example_inputs, dynamic_axes)
+    raise BadInputError(f"model must be a model-file path, a module name, or a torch.nn.Module, "
+                        f"got {type(model).__name__}")
+
+
+def default_axes(inputs: dict) -> dict:
+    """SPEC section 1: without ``dynamic_axes()``, dim 0 of every input is ``batch``."""
+    return {name: {0: "batch"} for name, tensor in inputs.items() if tensor.dim()}
 
 
 def name_inputs(model, examples, where: str) -> dict:
@@ -108,7 +159,7 @@ def name_inputs(model, examples, where: str) -> dict:
     if isinstance(examples, dict):
         items = list(examples.items())
     elif isinstance(examples, (tuple, list)):
-        names = _forward_parameter_names(model)
+        names = _forward_parameter_names(model, len(examples))
         if len(examples) > len(names):
             raise BadInputError(
                 f"{where}: example_inputs() returned {len(examples)} tensors but forward() takes {len(names)}"
@@ -141,13 +192,31 @@ def validate_dynamic_axes(axes, inputs: dict, where: str) -> dict:
                 raise BadInputError(f"{where}: dynamic_axes()[{name!r}] has dim {dim!r}, input rank is {rank}")
             clean[dim % rank] = str(label)
         out[name] = clean
+    _check_shared_dims(out, inputs, where)
     return out
 
 
-def _forward_parameter_names(model) -> list[str]:
-    params = inspect.signature(model.forward).parameters.values()
+def _check_shared_dims(axes: dict, inputs: dict, where: str) -> None:
+    """Inputs that share a dim name must agree on its example size (the exporter would merge them)."""
+    seen = {}
+    for name, dims in axes.items():
+        for index, label in dims.items():
+            size = int(inputs[name].shape[index])
+            if label in seen and seen[label][1] != size:
+                other, other_size = seen[label]
+                raise BadInputError(f"{where}: inputs {other!r} and {name!r} share dynamic dim {label!r} but their "
+                                    f"example sizes differ ({other_size} vs {size})")
+            seen.setdefault(label, (name, size))
+
+
+def _forward_parameter_names(model, count: int = 0) -> list[str]:
+    """Positional parameter names of ``forward``; a ``*args`` forward names the rest input_<i>."""
+    params = list(inspect.signature(model.forward).parameters.values())
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds]
+    names = [p.name for p in params if p.kind in kinds]
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        names += [f"input_{i}" for i in range(len(names), count)]
+    return names
 
 
 def _callable(module, name: str, where: str, required: bool):

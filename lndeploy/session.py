@@ -21,6 +21,9 @@ def _open(artifact, backend: str | None, **options):
 
         return ReferenceSession(artifact, **options)
     if backend == "tensorrt":
+        if isinstance(artifact, (str, os.PathLike)) and Path(artifact).suffix == ".onnx":
+            raise BadInputError(f"the tensorrt backend runs an engine; build one first: "
+                                f"lndeploy build {artifact} -o model.engine")
         from lndeploy.backends.tensorrt import TrtSession
 
         return TrtSession(artifact, **options)

@@ -56,6 +56,7 @@ def test_dict_inputs_are_passed_by_keyword(tmp_path):
                 return x * scale
         def build(): return M()
         def example_inputs(): return {"scale": torch.full((1,), 2.0), "x": torch.ones(2)}
+        def dynamic_axes(): return {"x": {0: "batch"}}
     """)
     spec = modelfile.load(path)
     assert spec.as_kwargs and spec.input_names == ["scale", "x"]
@@ -99,3 +100,60 @@ def test_bad_model_files_raise_one_line(tmp_path, body, message):
 def test_missing_file(tmp_path):
     with pytest.raises(BadInputError, match="model file not found"):
         modelfile.load(str(tmp_path / "absent.py"))
+
+
+def test_dataclass_in_a_model_file_loads(tmp_path):
+    """Model files run as modules do: registered in sys.modules while they execute."""
+    path = write(tmp_path, """
+        from __future__ import annotations
+        from dataclasses import dataclass
+        import torch
+        @dataclass
+        class Config:
+            width: int = 4
+        def build(): return torch.nn.Linear(Config().width, 2)
+        def example_inputs(): return (torch.randn(2, Config().width),)
+    """)
+    assert modelfile.load(path).input_names == ["input"]
+
+
+def test_non_python_file_is_bad_input(tmp_path):
+    path = tmp_path / "model.txt"
+    path.write_text("def build(): pass\n")
+    with pytest.raises(BadInputError, match=r"must be a Python file \(\.py\)"):
+        modelfile.load(str(path))
+
+
+def test_module_name_from_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "mymodel_cwd.py").write_text(textwrap.dedent(GOOD))
+    monkeypatch.chdir(tmp_path)
+    assert modelfile.load("mymodel_cwd").input_names == ["a", "b"]
+
+
+def test_missing_dependency_inside_a_module_is_named(tmp_path, monkeypatch):
+    (tmp_path / "needs_dep.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInputError, match="No module named 'no_such_dependency_xyz'"):
+        modelfile.load("needs_dep")
+
+
+def test_inputs_sharing_a_dim_name_must_agree_on_its_size(tmp_path):
+    path = write(tmp_path, GOOD.replace("torch.randn(2, 3), torch.randn(2, 3)", "torch.randn(3, 3), torch.randn(5, 3)"))
+    with pytest.raises(BadInputError, match="share dynamic dim 'batch' but their example sizes differ"):
+        modelfile.load(path)
+
+
+def test_varargs_forward_names_inputs_by_position():
+    class VarArgs(torch.nn.Module):
+        def forward(self, *tensors):
+            return sum(tensors)
+
+    spec = modelfile.from_module(VarArgs(), (torch.ones(2), torch.ones(2)))
+    assert spec.input_names == ["input_0", "input_1"]
+
+
+def test_resolve_needs_example_inputs_for_a_module():
+    with pytest.raises(BadInputError, match="needs example_inputs"):
+        modelfile.resolve(torch.nn.Identity())
+    with pytest.raises(BadInputError, match="model must be"):
+        modelfile.resolve(42)

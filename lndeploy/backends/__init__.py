@@ -26,6 +26,8 @@ class TensorMeta:
 def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
     """Accept name -> array or a sequence in input order, numpy arrays or torch tensors."""
     names = [m.name for m in metas]
+    if _is_array(inputs):
+        inputs = [inputs]  # one array for a one-input model, not a sequence of its rows
     if isinstance(inputs, dict):
         unknown = [k for k in inputs if k not in names]
         if unknown:
@@ -49,8 +51,22 @@ def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
         for i, (got, want) in enumerate(zip(array.shape, meta.shape)):
             if isinstance(want, int) and got != want:
                 raise BadInputError(f"input {name!r} dim {i} is {got}, the model expects {want}")
-        feed[name] = array.astype(meta.dtype, copy=False) if meta.dtype is not None else array
+        feed[name] = _cast(array, meta, name)
     return feed
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, np.ndarray) or (hasattr(value, "detach") and hasattr(value, "dtype"))
+
+
+def _cast(array: np.ndarray, meta: TensorMeta, name: str) -> np.ndarray:
+    """Floats of another width are converted; a float array for an integer or bool input is refused
+    (token ids would be truncated silently)."""
+    if meta.dtype is None or array.dtype == meta.dtype:
+        return array
+    if array.dtype.kind == "f" and meta.dtype.kind in "iub":
+        raise BadInputError(f"input {name!r} is {array.dtype}, the model expects {meta.dtype}")
+    return array.astype(meta.dtype)
 
 
 def _to_numpy(value) -> np.ndarray:

@@ -59,7 +59,7 @@ def make_inference_session(model, providers=None, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user as one raised line
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -31,6 +31,7 @@ class CheckResult:
     skipped: list = field(default_factory=list)  # sizes PyTorch itself cannot run, with the reason
     precision: str = "fp32"
     ln: str = "native"
+    error: str | None = None  # the artifact failed to run on an input PyTorch runs
 
     @property
     def worst(self) -> tuple[str, dict] | None:
@@ -39,6 +40,8 @@ class CheckResult:
         return max(self.outputs.items(), key=lambda kv: _nan_high(kv[1]["max_abs"]))
 
     def summary(self) -> str:
+        if self.error:
+            return f"parity FAILED: {self.error}"
         name, stats = self.worst or ("-", {"max_abs": 0.0})
         verdict = "PASSED" if self.passed else "FAILED"
         return (f"parity {verdict}: worst output {name!r} max abs error {stats['max_abs']:.3g} "
@@ -57,6 +60,7 @@ class CheckResult:
             "samples": self.samples,
             "skipped_samples": self.skipped,
             "outputs": self.outputs,
+            "error": self.error,
             "reference": "pytorch (eager, fp32, CPU)",
         }
 
@@ -66,11 +70,15 @@ def _nan_high(value: float) -> float:
 
 
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
-          rtol: float | None = None, samples: int | None = None, report=None, ln: str = "native",
-          precision: str = "fp32", opset: int = 18, seed: int = 0, debug: bool = False) -> CheckResult:
-    """Compare ``model`` (a model-file reference or ``ModelSpec``) with its deployed artifact.
+          rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
+          precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
+          example_inputs=None, dynamic_axes=None) -> CheckResult:
+    """Compare ``model`` with its deployed artifact on generated inputs.
 
-    Without ``onnx`` or ``engine`` the model is exported first (``ln``, ``precision``, ``opset``).
+    ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
+    ``example_inputs``. Without ``onnx`` or ``engine`` the model is exported first (``ln``,
+    ``precision``, ``opset``; defaults native, fp32, 18). With an artifact, its own LN form and
+    precision are read from it (and set the default tolerance); options that contradict it are refused.
     ``report``: a JSON file to write (SPEC section 2 fields). Returns a ``CheckResult``; the caller
     decides what a failure means (the CLI exits 1).
     """
@@ -79,8 +87,17 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
     if onnx is not None and engine is not None:
         raise BadInputError("give either --onnx or --engine, not both")
-    spec = model if isinstance(model, modelfile.ModelSpec) else modelfile.load(model)
+    if atol is not None and not atol >= 0:
+        raise BadInputError(f"atol must be >= 0, got {atol}")
+    if rtol is not None and not rtol >= 0:
+        raise BadInputError(f"rtol must be >= 0, got {rtol}")
+    spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     artifact = onnx or engine
+    if artifact is not None:
+        if not Path(artifact).is_file():
+            raise BadInputError(f"artifact not found: {artifact}")
+        ln, precision = _artifact_form(artifact, ln, precision, opset)
+    ln, precision, opset = ln or "native", precision or "fp32", opset or 18
     backend = backend or ("tensorrt" if engine is not None else "onnxruntime")
     tol = DEFAULT_ATOL[precision] if atol is None else atol
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
@@ -89,8 +106,6 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
             artifact = os.path.join(tmp, "model.onnx")
             export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug)
-        elif not Path(artifact).is_file():
-            raise BadInputError(f"artifact not found: {artifact}")
         result = compare(spec, str(artifact), backend, tol, rtol, samples, seed, debug)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln = precision, ln
@@ -99,3 +114,16 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
         write_json_atomic(report, result.to_report())
     return result
+
+
+def _artifact_form(artifact, ln, precision, opset) -> tuple[str | None, str | None]:
+    """The artifact's own LN form and precision; an option that says otherwise is a usage error."""
+    from lndeploy.inspection import artifact_form
+
+    form = artifact_form(artifact)
+    for option, given, found in (("--ln", ln, form.get("ln")), ("--precision", precision, form.get("precision")),
+                                 ("--opset", opset, form.get("opset"))):
+        if given is not None and found is not None and given != found:
+            raise BadInputError(f"{option} {given} contradicts the artifact, which is {found}: export options "
+                                f"apply only when check exports the model itself")
+    return ln or form.get("ln"), precision or form.get("precision")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from lndeploy import inputs as gen
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, ParityError
 
 
 def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, samples: int | None,
@@ -33,7 +33,13 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
                TorchRunner(spec, output_names)]
     feeds = [feed for _, feed in schedule]
     with _polygraphy_quiet(debug):
-        results = Comparator.run(runners, data_loader=feeds)
+        try:
+            results = Comparator.run(runners, data_loader=feeds)
+        except ParityError as err:
+            return CheckResult(passed=False, backend=backend, provider=probe.provider, atol=atol, rtol=rtol,
+                               artifact=artifact, skipped=skipped, error=str(err),
+                               samples=[{"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()}}
+                                        for sizes, feed in schedule])
         func = SimpleCompareFunc(atol=atol, rtol=rtol if rtol is not None else 0.0, check_error_stat="elemwise")
         accuracy = Comparator.compare_accuracy(results, compare_func=func, comparisons=[(0, 1)])
     iterations = next(iter(accuracy[0].values()))  # one compare func, one runner pair
@@ -102,11 +108,18 @@ def _runnable_schedule(spec, samples: int | None, seed: int):
 
 @contextlib.contextmanager
 def _polygraphy_quiet(debug: bool):
+    import importlib.util
+
+    import polygraphy.logger.logger as polygraphy_logger
     from polygraphy.logger import G_LOGGER
 
+    if polygraphy_logger.COLORED_MODULE_PRESENT is None:
+        # else Polygraphy prints a "[W] 'colored' module is not installed" line on stdout
+        polygraphy_logger.COLORED_MODULE_PRESENT = importlib.util.find_spec("colored") is not None
     previous = G_LOGGER.module_severity
     if not debug:
-        G_LOGGER.module_severity = G_LOGGER.ERROR
+        # our summary line says what failed; Polygraphy's per-sample [E] lines are for --debug
+        G_LOGGER.module_severity = G_LOGGER.CRITICAL
     try:
         yield
     finally:

@@ -69,9 +69,16 @@ class SessionRunner(BaseRunner):
         return meta
 
     def infer_impl(self, feed_dict):
+        from lndeploy.errors import LndeployError, ParityError
+
         used = set(self.session.input_names)
         start = time.perf_counter()
-        outputs = self.session.run({k: v for k, v in feed_dict.items() if k in used})
+        try:
+            outputs = self.session.run({k: v for k, v in feed_dict.items() if k in used})
+        except LndeployError as err:
+            # PyTorch runs these inputs (check filters out sizes it cannot): the artifact is what fails
+            shapes = ", ".join(f"{k}:{tuple(v.shape)}" for k, v in feed_dict.items())
+            raise ParityError(f"{self.name} failed on inputs {shapes}, which PyTorch runs: {err}") from err
         self.inference_time = time.perf_counter() - start
         return OrderedDict((k, v.astype(np.float32) if v.dtype in (np.float16,) else v) for k, v in outputs.items())
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lndeploy.errors import BadInputError, UnavailableError
-from lndeploy.modelfile import ModelSpec
 
 LN_MODES = ("native", "plugin")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -24,8 +23,9 @@ class ExportResult:
 
 
 def export(model, output=None, *, ln: str = "native", precision: str = "fp32", opset: int = DEFAULT_OPSET,
-           verify: bool = True, debug: bool = False) -> ExportResult:
-    """Export ``model`` (a model-file reference or a loaded ``ModelSpec``) to ONNX.
+           verify: bool = True, debug: bool = False, example_inputs=None, dynamic_axes=None) -> ExportResult:
+    """Export ``model`` to ONNX: a model-file reference, a loaded ``ModelSpec``, or a
+    ``torch.nn.Module`` with ``example_inputs`` (and optional ``dynamic_axes``, as in a model file).
 
     ``ln="native"`` writes one ``LayerNormalization`` per LayerNorm; ``ln="plugin"`` one lndeploy plugin
     node. ``precision`` fp16/bf16 plans reduced precision in the graph's types, LN statistics in fp32.
@@ -40,7 +40,7 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         raise BadInputError(f"--ln must be one of {LN_MODES}, got {ln!r}")
     if precision not in PRECISIONS:
         raise BadInputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
-    spec = model if isinstance(model, ModelSpec) else modelfile.load(model)
+    spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
     result = ExportResult(onnx_model, None, ln, precision, opset)
     if ln == "plugin":

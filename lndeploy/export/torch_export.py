@@ -91,7 +91,8 @@ def _quiet(buffer):
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
+        # torch logs its export failures at ERROR through handlers bound to the real stderr
+        logging.disable(logging.CRITICAL)
         try:
             yield
         finally:
@@ -110,8 +111,18 @@ def _explain(err: Exception, spec: ModelSpec) -> LndeployError:
             f"(e.g. a Python loop over it; use lndeploy.nn.Recurrent / torch scan for sequences), "
             f"or declare it static in dynamic_axes()"
         )
-    first = next((line for line in text.splitlines() if line.strip()), type(err).__name__)
-    return BadInputError(f"torch.onnx.export failed: {type(err).__name__}: {first.strip()[:300]}")
+    root = _root_cause(err)
+    first = next((line for line in str(root).splitlines() if line.strip()), type(root).__name__)
+    return BadInputError(f"torch.onnx.export failed: {type(root).__name__}: {first.strip()[:300]}")
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost exception: torch wraps the cause (a guard, an unsupported op) in generic errors."""
+    seen = set()
+    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def _specialised_dim(text: str) -> str | None:

@@ -100,3 +100,55 @@ def test_rtol_loosens_the_gate(fnn_onnx, tmp_path):
     strict = check(zoo_model("fnn"), onnx=str(bad), atol=1e-7)
     loose = check(zoo_model("fnn"), onnx=str(bad), atol=1e-7, rtol=1e-2)
     assert not strict.passed and loose.passed
+
+
+def test_artifact_precision_sets_the_tolerance_and_contradictions_are_refused(run_cli, tmp_path):
+    fp16 = tmp_path / "of16.onnx"
+    export(zoo_model("overflow"), fp16, precision="fp16")
+    report = tmp_path / "r.json"
+    assert run_cli("check", zoo_model("overflow"), "--onnx", fp16, "--report", report).code == 0
+    data = json.loads(report.read_text())
+    assert data["precision"] == "fp16" and data["tolerance"]["atol"] == 1e-2
+    refused = run_cli("check", zoo_model("overflow"), "--onnx", fp16, "--precision", "fp32")
+    assert refused.code == 2 and "contradicts the artifact, which is fp16" in refused.err
+
+
+def test_artifact_that_fails_where_pytorch_runs_is_a_parity_failure(run_cli, tmp_path):
+    """A legacy (unrolled) RNN export fails at other lengths: exit 1 naming the inputs, not exit 2."""
+    import torch
+
+    from lndeploy import modelfile
+
+    spec = modelfile.load(zoo_model("rnn"))
+    legacy = tmp_path / "legacy.onnx"
+    torch.onnx.export(spec.module, tuple(spec.inputs.values()), str(legacy), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["output_0", "output_1"],
+                      dynamic_axes={"x": {0: "batch", 1: "seq"}})
+    report = tmp_path / "r.json"
+    result = run_cli("check", zoo_model("rnn"), "--onnx", legacy, "--report", report)
+    assert result.code == 1
+    last = result.out.strip().splitlines()[-2]
+    assert "FAILED" in last and "which PyTorch runs" in last
+    assert json.loads(report.read_text())["passed"] is False
+
+
+def test_failure_output_is_our_lines_only(run_cli, fnn_onnx, tmp_path):
+    """Polygraphy's own per-sample lines stay hidden without --debug."""
+    def zero_gamma(model):
+        ln = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+        init = next(i for i in model.graph.initializer if i.name == ln.input[1])
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0, init.name))
+
+    bad = tamper(fnn_onnx, tmp_path / "z.onnx", zero_gamma)
+    result = run_cli("check", zoo_model("fnn"), "--onnx", bad)
+    assert result.code == 1
+    assert result.out.strip().splitlines() == [result.out.strip().splitlines()[0], result.out.strip().splitlines()[-1]]
+    assert "[E]" not in result.out + result.err and "[W]" not in result.out + result.err
+
+
+def test_in_memory_module_api():
+    import torch
+
+    module = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    result = check(module, example_inputs=(torch.randn(2, 8),))
+    assert result.passed and result.outputs["output"]["max_abs"] < 1e-5

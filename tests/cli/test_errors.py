@@ -99,3 +99,32 @@ def test_help_imports_neither_torch_nor_onnxruntime():
     for sub in ("export", "check", "inspect"):
         assert f"Example:" in subprocess.run([sys.executable, "-m", "lndeploy.cli", sub, "--help"],
                                              capture_output=True, text=True, cwd=REPO, timeout=120).stdout
+
+
+def test_export_failure_inside_torch_is_one_line(run_cli, tmp_path):
+    model = tmp_path / "dd.py"
+    model.write_text(textwrap.dedent("""
+        import torch
+        class M(torch.nn.Module):
+            def forward(self, x):
+                return x * 2 if x.sum() > 0 else x
+        def build(): return M()
+        def example_inputs(): return (torch.randn(2, 3),)
+    """))
+    result = run_cli("export", model, "-o", tmp_path / "o.onnx")
+    assert_one_line_error(result, "torch.onnx.export failed: GuardOnDataDependentSymNode")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_negative_tolerance_is_usage_error(run_cli):
+    assert run_cli("check", zoo_model("fnn"), "--atol", "-1").code == 2
+
+
+def test_written_files_get_the_usual_mode(run_cli, tmp_path):
+    import os
+
+    out = tmp_path / "f.onnx"
+    assert run_cli("export", zoo_model("fnn"), "-o", out).code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
