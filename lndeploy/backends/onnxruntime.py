@@ -55,7 +55,8 @@ def _model_bytes(model) -> bytes:
     return model.SerializeToString()
 
 
-def make_inference_session(model, providers=None, threads: int | None = None):
+def make_inference_session(model, providers=None, threads: int | None = None, disabled_optimizers=None):
+    """``disabled_optimizers``: names of ORT graph transformers to skip (e.g. "SkipLayerNormFusion")."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -64,7 +65,8 @@ def make_inference_session(model, providers=None, threads: int | None = None):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(_model_bytes(model), options, providers=providers or default_providers())
+        return ort.InferenceSession(_model_bytes(model), options, providers=providers or default_providers(),
+                                    disabled_optimizers=list(disabled_optimizers or ()))
     except Exception as err:
         if isinstance(err, BadInputError):
             raise
@@ -81,8 +83,8 @@ class OrtSession:
 
     backend = "onnxruntime"
 
-    def __init__(self, model, providers=None, threads: int | None = None):
-        self.session = make_inference_session(model, providers, threads)
+    def __init__(self, model, providers=None, threads: int | None = None, disabled_optimizers=None):
+        self.session = make_inference_session(model, providers, threads, disabled_optimizers)
         self.inputs = [_meta(i) for i in self.session.get_inputs()]
         self.outputs = [_meta(o) for o in self.session.get_outputs()]
 

@@ -3,15 +3,23 @@
 The exported ONNX stays standard, because TensorRT and every other runtime must read it. For ONNX
 Runtime alone, onnxscript's ``ort_fusions`` (maintained with ONNX Runtime by Microsoft) rewrite
 attention written as plain ops (MatMul -> Div -> Softmax -> MatMul, the way ``torch.onnx`` exports a
-hand-written block) into ``com.microsoft.MultiHeadAttention``, a residual Add + LayerNormalization into
-``SkipLayerNormalization``, and Erf-GELU after a bias into ``BiasGelu``. Those are contrib ops that only
-ONNX Runtime runs, so the result is made in memory when an ORT session is created (or saved by the
-caller as a separate artifact), never written over the portable model.
+hand-written block) into ``com.microsoft.MultiHeadAttention`` (``Attention`` for BERT's separate
+Q/K/V projections) and Erf-GELU after a bias into ``BiasGelu``. Their residual Add +
+LayerNormalization -> ``SkipLayerNormalization`` fusion is left out: its CPU kernel is slower than
+the two ops (below). The fused ops are contrib ops that only ONNX Runtime runs, so the result is
+made in memory when an ORT session is created (or saved by the caller as a separate artifact),
+never written over the portable model.
 
 ONNX Runtime's own ``onnxruntime.transformers.optimizer.optimize_model(model_type="bert")`` was tried
 first: on the zoo transformer it fuses SkipLayerNormalization and BiasGelu but finds no attention (it
 matches BERT's separate Q/K/V projections, not a packed QKV projection), so onnxscript's fusions are
 the ones used here.
+
+Session options, measured on this 2-core CPU (docs/bench.md): ORT's defaults (ORT_ENABLE_ALL, memory
+arena, sequential execution, spinning workers) beat every variant tried (no arena, EXTENDED level,
+no spinning, parallel execution) except one: ORT's own ``SkipLayerNormFusion``, which turns a
+residual Add + LayerNormalization into ``SkipLayerNormalization``; on ORT 1.31's CPU provider that
+kernel is 3.5-7x slower than the two ops it replaces, so :func:`tuned_session` turns it off on CPU.
 
 Proof before use: both graphs run on the same generated inputs (every dynamic dim varied, see
 :mod:`lndeploy.inputs`) and every output of the fused graph must lie within ``atol`` (max abs, on
@@ -26,6 +34,24 @@ from dataclasses import dataclass, field
 
 FP32_ATOL = 1e-4
 HALF_ATOL = 1e-2
+# ORT graph transformers that slow CPU inference down here: SkipLayerNormFusion makes the slow
+# SkipLayerNormalization kernel out of Add + LayerNormalization (module note). Kept on other providers.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
+def disabled_optimizers(providers=None) -> tuple:
+    """The ORT optimizers to turn off for a session on ``providers`` (default: lndeploy's choice)."""
+    from lndeploy.backends.onnxruntime import default_providers
+
+    providers = list(providers or default_providers())
+    return CPU_DISABLED_OPTIMIZERS if providers[0] == "CPUExecutionProvider" else ()
+
+
+def tuned_session(model, threads: int | None = None, providers=None):
+    """An ``OrtSession`` for serving or benchmarking: ORT's defaults minus :func:`disabled_optimizers`."""
+    from lndeploy.backends.onnxruntime import OrtSession
+
+    return OrtSession(model, providers, threads, disabled_optimizers=disabled_optimizers(providers))
 
 
 @dataclass
@@ -85,7 +111,6 @@ def _fuse(model):
     """onnxscript's ORT fusions on a copy: -> (ModelProto, {fusion: count}, library label)."""
     import onnx_ir as ir
     import onnxscript
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort as fuse
 
     # the fusions log shape-inference failures on contrib ops at WARNING; they are expected and harmless
     quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]
@@ -93,13 +118,61 @@ def _fuse(model):
     for lg in quiet:
         lg.setLevel(logging.ERROR)
     try:
-        ir_model, counts = fuse(ir.from_proto(model))
+        ir_model = ir.from_proto(model)
+        counts = _fusion_pipeline(ir_model)
         fused = ir.to_proto(ir_model)
     finally:
         for lg, level in zip(quiet, levels):
             lg.setLevel(level)
     fusions = {name: int(n) for name, n in counts.items() if n}
-    return fused, fusions, f"onnxscript {onnxscript.__version__} (rewriter.ort_fusions)"
+    return fused, fusions, f"onnxscript {onnxscript.__version__} (rewriter.ort_fusions, no skip-normalization)"
+
+
+def _fusion_pipeline(model) -> dict:
+    """onnxscript's ``ort_fusions.optimize_for_ort`` (0.7), step by step, in place, minus one fusion.
+
+    Left out: Add + LayerNormalization -> ``com.microsoft.SkipLayerNormalization``. ONNX Runtime
+    1.31's CPU kernel for that op is 3.5-7x slower than the Add and LayerNormalization it replaces
+    (measured here: (512, 128) 170 us vs 48 us, (4096, 768) 7.9 ms vs 1.8 ms, 2 threads; see
+    docs/bench.md), so on CPU it undoes what the attention fusion gains.
+    """
+    import onnx_ir.passes.common as common
+    from onnxscript.optimizer import optimize
+    from onnxscript.rewriter import rewrite
+    from onnxscript.rewriter.ort_fusions import ORT_PATTERN_REWRITE_RULES, shape_optimization
+    from onnxscript.rewriter.ort_fusions.attention import fuse_attention
+    from onnxscript.rewriter.ort_fusions.bias_gelu import fuse_bias_gelu
+    from onnxscript.rewriter.ort_fusions.erfgelu import fuse_erfgelu
+    from onnxscript.rewriter.ort_fusions.gelu import fuse_gelu
+    from onnxscript.rewriter.ort_fusions.mha import fuse_mha1, fuse_mha2
+    from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
+    from onnxscript.rewriter.ort_fusions.mha_scale import fuse_mha_scale
+    from onnxscript.rewriter.ort_fusions.sdpa import fuse_sdpa
+    from onnxscript.rewriter.ort_fusions.sdpa_via_mha import replace_sdpa_by_mha
+    from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
+
+    rewrite(model, [_gemm_to_matmul_add.gemm_to_matmul_add_rule])
+    common.ShapeInferencePass()(model)
+    optimize(model)
+    shape_optimization.rules.apply_to_model(model)
+    optimize(model)
+    counts = {"erf_gelu": fuse_erfgelu(model)}
+    common.CommonSubexpressionEliminationPass()(model)
+    counts["sdpa"] = fuse_sdpa(model, apply_shape_inference=True)
+    for name, step in (("mha1", fuse_mha1), ("mha2", fuse_mha2), ("mha_scale", fuse_mha_scale)):
+        counts[name] = step(model)
+    if counts["mha1"] or counts["mha2"]:
+        counts["mha_bias"] = fuse_mha_bias(model)
+        counts["attention"] = fuse_attention(model)
+    counts["gelu"] = fuse_gelu(model)
+    counts["bias_gelu"] = fuse_bias_gelu(model)
+    counts["sdpa_via_mha"] = replace_sdpa_by_mha(model)
+    optimize(model)  # inlines what no fusion consumed, drops dead nodes
+    rewrite(model, ORT_PATTERN_REWRITE_RULES)
+    common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
+    common.RemoveInitializersFromInputsPass()(model)
+    common.ShapeInferencePass()(model)
+    return counts
 
 
 def generated_feeds(model, seed: int = 0) -> list:

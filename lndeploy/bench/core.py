@@ -23,7 +23,8 @@ LN_OF = {"onnxruntime": "native", "onnxruntime-fused": "native", "onnxruntime-pl
 
 def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None = None,
           budget: float = DEFAULT_BUDGET, max_runs: int | None = None, dims: dict | None = None,
-          keep_freed_memory: bool = True, json_path=None, progress=None, log=None) -> report.BenchReport:
+          keep_freed_memory: bool = True, ort_tuned: bool = True, json_path=None, progress=None,
+          log=None) -> report.BenchReport:
     """Benchmark ``target`` (a model file/module, an ``.onnx`` file or a TensorRT engine).
 
     ``backends``: names from ``pytorch, onnxruntime, onnxruntime-fused, onnxruntime-plugin,
@@ -33,7 +34,9 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
     plain one. ``threads``: for PyTorch and ONNX Runtime (default: every usable core). ``budget``:
     timed seconds per batch size, shared by the backends. ``dims``: sizes of non-batch dynamic dims,
     e.g. ``{"seq": 128}``. ``keep_freed_memory``: tune glibc malloc so that no backend is timed
-    re-faulting its freed pages (:mod:`lndeploy.bench.allocator`; process-wide).
+    re-faulting its freed pages (:mod:`lndeploy.bench.allocator`; process-wide). ``ort_tuned``:
+    ORT sessions with the measured-faster options of
+    :func:`lndeploy.backends.ort_optimized.tuned_session` (False: ORT's defaults).
     ``progress(done, total)`` and ``log(line)`` report progress. ``json_path``: where the report is
     written (atomically).
     """
@@ -48,7 +51,7 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
         plan = None if tgt.kind == "engine" else targets.plan_sizes(tgt, list(batches), dict(dims or {}))
         active, skipped = [], []
         try:
-            _make_runners(tgt, chosen, backends is not None, threads, workdir, log, active, skipped)
+            _make_runners(tgt, chosen, backends is not None, threads, ort_tuned, workdir, log, active, skipped)
             if not active:
                 raise UnavailableError("no backend can run here: "
                                        + "; ".join(f"{s.name}: {s.reason}" for s in skipped))
@@ -63,7 +66,7 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
     facts["other_processes_cpu"] = machine.other_processes_share(cpu_start, machine.cpu_snapshot())
     data = report.assemble(tgt, facts, machine.versions(*_extra_dists(active)), active, skipped, results, {
         "threads": threads, "budget_s_per_batch": budget, "max_runs": max_runs, "batches": [b for b, _ in plan],
-        "dims": dict(dims or {}), "malloc": malloc, "timing": timing.describe(),
+        "dims": dict(dims or {}), "malloc": malloc, "ort_tuned": ort_tuned, "timing": timing.describe(),
         "wall_s": round(time.perf_counter() - started, 2)})
     result = report.BenchReport(data)
     if json_path is not None:
@@ -93,13 +96,13 @@ def _check_args(backends, batches, threads, budget, max_runs, json_path) -> list
     return chosen
 
 
-def _make_runners(tgt, chosen: list, explicit: bool, threads: int, workdir: str, log, active: list,
-                  skipped: list) -> None:
+def _make_runners(tgt, chosen: list, explicit: bool, threads: int, tuned: bool, workdir: str, log,
+                  active: list, skipped: list) -> None:
     """Fill ``active`` and ``skipped`` (the caller's lists, so it can close what was made on an error)."""
     for name in chosen:
         if log:
             log(f"preparing {name}")
-        made = _make_runner(name, tgt, threads, workdir)
+        made = _make_runner(name, tgt, threads, tuned, workdir)
         if isinstance(made, runners.Skipped):
             if explicit:
                 error = BadInputError if made.name == "pytorch" else UnavailableError
@@ -109,7 +112,7 @@ def _make_runners(tgt, chosen: list, explicit: bool, threads: int, workdir: str,
             active.append(made)
 
 
-def _make_runner(name: str, tgt, threads: int, workdir: str):
+def _make_runner(name: str, tgt, threads: int, tuned: bool, workdir: str):
     if name == "pytorch":
         if tgt.spec is None:
             return runners.Skipped(name, f"no PyTorch baseline for an {tgt.kind} artifact: bench the model "
@@ -131,12 +134,12 @@ def _make_runner(name: str, tgt, threads: int, workdir: str):
         return runners.Skipped(name, f"the artifact has {other} nodes; its backend is the other onnxruntime one")
     model, _path = tgt.onnx[form]
     if name == "onnxruntime-fused":
-        return _ort_fused(model, tgt, threads)
+        return _ort_fused(model, tgt, threads, tuned)
     graph = "as exported" if form == "native" else "plugin nodes, CPU reference function"
-    return runners.OrtRunner(name, model, threads, {"graph": graph})
+    return runners.OrtRunner(name, model, threads, {"graph": graph}, tuned)
 
 
-def _ort_fused(model, tgt, threads: int):
+def _ort_fused(model, tgt, threads: int, tuned: bool):
     """The ORT-only fused graph, where it is proven equal to the plain one on the model's inputs."""
     from lndeploy import inputs
     from lndeploy.backends.ort_optimized import optimize_for_ort
@@ -146,7 +149,8 @@ def _ort_fused(model, tgt, threads: int):
     if not proof.applied:
         return runners.Skipped("onnxruntime-fused", proof.reason)
     return runners.OrtRunner("onnxruntime-fused", fused, threads, {
-        "graph": "ORT-only fused (in memory): " + ", ".join(sorted(proof.fusions)), "ort_fusion": proof.as_dict()})
+        "graph": "ORT-only fused (in memory): " + ", ".join(sorted(proof.fusions)), "ort_fusion": proof.as_dict()},
+        tuned)
 
 
 def _run_plan(tgt, active: list, plan: list, budget: float, max_runs, progress) -> list:

@@ -6,9 +6,9 @@ no copy. That is the steady state of a long-lived server, which is what a deploy
 Output buffers are whatever each backend allocates per call, as in real use.
 
 * ``pytorch``: eager, under ``torch.inference_mode``, ``torch.set_num_threads(threads)``.
-* ``onnxruntime``: the native-LN export, ``intra_op_num_threads = threads``, ORT's default session
-  options (ORT_ENABLE_ALL, memory arena, sequential execution, spinning workers: the fastest of the
-  variants measured, see docs/bench.md).
+* ``onnxruntime``: the native-LN export, ``intra_op_num_threads = threads``, the session options of
+  :func:`lndeploy.backends.ort_optimized.tuned_session` (ORT's defaults minus SkipLayerNormFusion on
+  CPU: the fastest of the variants measured, see docs/bench.md), or ORT's plain defaults.
 * ``onnxruntime-fused``: the same with the ORT-only fused graph of
   :mod:`lndeploy.backends.ort_optimized` (in memory), only where it is proven equal.
 * ``onnxruntime-plugin``: the plugin-node export, plugin resolved to the CPU reference function.
@@ -90,15 +90,17 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(Runner):
-    def __init__(self, name: str, model, threads: int, info: dict | None = None):
+    def __init__(self, name: str, model, threads: int, info: dict | None = None, tuned: bool = True):
+        from lndeploy.backends import ort_optimized
         from lndeploy.backends.onnxruntime import OrtSession
 
-        self.session = OrtSession(model, threads=threads)
+        disabled = ort_optimized.disabled_optimizers() if tuned else ()
+        self.session = OrtSession(model, threads=threads, disabled_optimizers=disabled)
         options = self.session.session.get_session_options()
         super().__init__(name, self.session.provider, {
             "threads": options.intra_op_num_threads, "inter_op_threads": options.inter_op_num_threads,
             "graph_optimization_level": str(options.graph_optimization_level).split(".")[-1],
-            **(info or {})})
+            "disabled_optimizers": list(disabled), **(info or {})})
         self.input_names = [m.name for m in self.session.inputs]
         self.output_names = [m.name for m in self.session.outputs]
 

@@ -51,10 +51,13 @@ def _backends(items) -> list | None:
 @click.option("--malloc-defaults", is_flag=True,
               help="Keep glibc malloc's defaults: freed large blocks go back to the kernel and are faulted "
                    "in again on every call (by default the process keeps them; see docs/bench.md).")
+@click.option("--ort-defaults", is_flag=True,
+              help="Create ONNX Runtime sessions with ORT's default options (by default lndeploy turns off "
+                   "SkipLayerNormFusion on CPU, measured slower; see docs/bench.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every figure to this file.")
 @click.option("--compare", nargs=2, type=click.Path(dir_okay=False), metavar="A.json B.json",
               help="Print B's speed-up over A for every (batch, backend) both reports have; runs nothing.")
-def command(target, backends, batch, threads, budget, max_runs, dims, malloc_defaults, json_path,
+def command(target, backends, batch, threads, budget, max_runs, dims, malloc_defaults, ort_defaults, json_path,
             compare):
     """Latency and throughput of TARGET per backend, PyTorch eager as the baseline.
 
@@ -88,7 +91,8 @@ def command(target, backends, batch, threads, budget, max_runs, dims, malloc_def
     try:
         result = bench(target, backends=_backends(backends), batches=_ints(batch, "--batch"), threads=threads,
                        budget=budget, max_runs=max_runs, dims=_dims(dims),
-                       keep_freed_memory=not malloc_defaults, json_path=json_path, progress=bar.update, log=bar.log)
+                       keep_freed_memory=not malloc_defaults, ort_tuned=not ort_defaults,
+                       json_path=json_path, progress=bar.update, log=bar.log)
     finally:
         bar.close()
     click.echo(result.table())

@@ -70,6 +70,7 @@ def test_json_names_machine_versions_threads_and_skips(fnn_report):
     assert by_name["pytorch"]["threads"] == 1 and by_name["onnxruntime"]["threads"] == 1
     assert by_name["onnxruntime"]["provider"] == "CPUExecutionProvider"
     assert by_name["onnxruntime"]["graph"] == "as exported"
+    assert by_name["onnxruntime"]["disabled_optimizers"] == ["SkipLayerNormFusion"] and data["settings"]["ort_tuned"]
     fused = by_name["onnxruntime-fused"]  # an FNN has nothing to fuse
     assert fused["status"] == "skipped" and fused["reason"].startswith("nothing to fuse")
     assert data["settings"]["malloc"]["applied"] in (True, False)
