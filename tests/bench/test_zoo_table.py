@@ -15,11 +15,13 @@ def _load_script():
 
 def test_table_rows_targets_and_help_figure(capsys):
     zoo_table = _load_script()
-    assert zoo_table.main(["--models", "fnn", "--batch", "1,2", "--budget", "0.05", "--help-runs", "2"]) == 0
+    args = ["--models", "fnn", "--batch", "1,2", "--budget", "0.05", "--help-runs", "2", "--repeat", "2"]
+    assert zoo_table.main(args) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| fnn |")]
     assert len(rows) == 2 and rows[0].split("|")[2].strip() == "1x64"
-    assert all(re.search(r"\*\*\d+\.\d\dx\*\*", row) for row in rows)
+    # median ratio in bold, then the lowest and highest of the 2 runs
+    assert all(re.search(r"\*\*\d+\.\d\dx\*\* \(\d+\.\d\d-\d+\.\d\d\)", row) for row in rows)
     assert ">= 1.3x" in rows[0] and ">= 1.0x" in rows[1]
     assert "Machine: " in out and "Made by: `python benchmarks/zoo_table.py --models fnn" in out
     help_line = re.search(r"`lndeploy --help` start-up: median (\d+) ms over 2 fresh processes", out)
