@@ -41,6 +41,10 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
     written (atomically).
     """
     chosen = _check_args(backends, batches, threads, budget, max_runs, json_path)
+    if backends is not None and "tensorrt" in chosen:  # say so before an export of several seconds
+        why = runners.tensorrt_unavailable()
+        if why:
+            raise UnavailableError(f"backend tensorrt cannot run: {why}")
     threads = threads or machine.usable_cores()
     facts = machine.machine_facts()
     malloc = allocator.keep_freed_memory() if keep_freed_memory else {"applied": False, "reason": "not asked"}

@@ -30,7 +30,8 @@ MIN_ROUNDS = 3
 TARGET_ROUNDS = 10
 MIN_SLICE_S = 0.05
 REWARM_CALLS = 2
-REWARM_FRACTION = 0.2  # of the slice, untimed, at its start
+REWARM_FRACTION = 0.2  # of the slice, untimed, at its start ...
+REWARM_MAX_S = 0.03  # ... but no longer: waking threads takes milliseconds
 
 
 @dataclass
@@ -98,7 +99,7 @@ def warm_up(fn, min_calls: int = 3, min_seconds: float = 0.05, max_seconds: floa
 def time_slice(fn, seconds: float, max_calls: int) -> tuple[list, int | None]:
     """Re-warm ``fn`` (untimed), then call it repeatedly for ``seconds`` (at least once, at most
     ``max_calls``)."""
-    warm_up(fn, REWARM_CALLS, seconds * REWARM_FRACTION, seconds)
+    warm_up(fn, REWARM_CALLS, min(seconds * REWARM_FRACTION, REWARM_MAX_S), seconds)
     latencies = []
     clock = time.perf_counter_ns
     faults0 = _minor_faults()
@@ -162,6 +163,7 @@ def describe() -> dict:
     """The timing procedure's constants, recorded in every report."""
     return {"clock": "time.perf_counter_ns per call", "interleaved_rounds": True, "rotating_order": True,
             "min_rounds": MIN_ROUNDS, "target_rounds": TARGET_ROUNDS, "min_slice_s": MIN_SLICE_S,
-            "untimed_calls_per_slice": f">= {REWARM_CALLS} and >= {REWARM_FRACTION:.0%} of the slice",
+            "untimed_calls_per_slice": f">= {REWARM_CALLS} calls and >= min({REWARM_FRACTION:.0%} of the slice, "
+                                       f"{REWARM_MAX_S} s)",
             "percentiles": "linear interpolation between closest ranks",
             "throughput": "batch / median latency"}
