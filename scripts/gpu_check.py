@@ -159,9 +159,11 @@ def autotune(kernel, plan, device, deadline):
     timer, results = make_timer(device, quick=True), []
     for dtype in plan["tune_dtypes"]:
         for rows, n in plan["bench"]:
+            if "tune_n" in plan and n not in plan["tune_n"]:
+                continue
             x, w, b = make_inputs(rows, n, dtype, device)
             ref = kernel.layer_norm(x, w, b, EPS)
-            default = kernel.launch_config(rows, n)
+            default = kernel.launch_config(rows, n, tdtype(dtype))
             trials, first = [], (default["ROWS_PER_PROGRAM"], default["num_warps"])
             # The default goes first, so that it is measured even when the budget runs out.
             cands = [first] + [c for c in tune_candidates(kernel, rows, n) if c != first]
@@ -362,10 +364,16 @@ def main(argv=None):
     ap.add_argument("--budget-s", type=float, default=160.0,
                     help="seconds since start after which autotuning stops (the whole run stays < 4 min)")
     ap.add_argument("--no-autotune", action="store_true")
+    ap.add_argument("--tune-dtypes", help="comma list of dtypes to autotune (default: fp16,fp32)")
+    ap.add_argument("--tune-n", help="comma list of N: autotune only the benchmark shapes with these N")
     ap.add_argument("--aot-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    plan = CPU_PLAN if args.interpret else GPU_PLAN
+    plan = dict(CPU_PLAN if args.interpret else GPU_PLAN)
+    if args.tune_dtypes:
+        plan["tune_dtypes"] = tuple(args.tune_dtypes.split(","))
+    if args.tune_n:
+        plan["tune_n"] = {int(n) for n in args.tune_n.split(",")}
     if args.aot_child:
         print(json.dumps(aot_section(plan), default=str))
         return 0

@@ -32,6 +32,10 @@ SMALL_N_MAX = 512
 # copy bandwidth at N = 64 and 128, where 4096-element tiles on 16 warps reached 36-61 %.
 SMALL_N_TILE = 8192
 SMALL_N_WARPS = 8
+# fp16/bf16 at small N: the H200 autotune's best at N = 128 was 2048-element tiles on 2 warps
+# (R=16, w=2: ~99 % of copy, in both types), where 8192-element tiles on 8 warps gave 58-69 %.
+SMALL_N_TILE_HALF = 2048
+SMALL_N_WARPS_HALF = 2
 # Bytes per thread that the large-N num_warps rule aims for: 16 fp16/bf16 or 8 fp32 elements. The
 # H200 autotune picked exactly this at N = 1024, 4096 and 8192 in both fp16 and fp32 (fewer threads,
 # each with two 16-byte vectors in flight); more once 32 warps are reached.
@@ -92,10 +96,13 @@ def launch_config(rows: int, N: int, dtype=torch.float32, *, rows_per_program: i
     element that the warp rule counts."""
     elem_bytes = 2 if dtype in (torch.float16, torch.bfloat16, "fp16", "bf16") else 4
     block_n = block_n_for(N)
+    half_small = elem_bytes == 2 and block_n <= SMALL_N_MAX
     if rows_per_program is None:
-        rows_per_program = _default_rows_per_program(rows, block_n)
+        tile = SMALL_N_TILE_HALF if half_small else SMALL_N_TILE
+        rows_per_program = _default_rows_per_program(rows, block_n, tile)
     if num_warps is None:
-        num_warps = _default_num_warps(rows_per_program * block_n, elem_bytes, block_n <= SMALL_N_MAX)
+        num_warps = (min(SMALL_N_WARPS_HALF, max(1, rows_per_program * block_n // 32)) if half_small else
+                     _default_num_warps(rows_per_program * block_n, elem_bytes, block_n <= SMALL_N_MAX))
     _check_pow2("rows_per_program", rows_per_program)
     _check_pow2("num_warps", num_warps)
     return {
@@ -106,7 +113,7 @@ def launch_config(rows: int, N: int, dtype=torch.float32, *, rows_per_program: i
     }
 
 
-def _default_rows_per_program(rows: int, block_n: int) -> int:
+def _default_rows_per_program(rows: int, block_n: int, tile: int = 8192) -> int:
     if block_n > SMALL_N_MAX:
         return 1
     # Never more rows per program than there are rows (rounded up to a power of two): a 3-row input
@@ -114,7 +121,7 @@ def _default_rows_per_program(rows: int, block_n: int) -> int:
     # Never more rows per program than there are rows (rounded up to a power of two): a 3-row input
     # must not compile and run an 8192-element tile. (A rule aiming at >= 2048 programs helped fp16
     # at (65536 x 128) on the H200 but cost bf16 and fp32 more: not adopted, see the README.)
-    return max(1, min(SMALL_N_TILE // block_n, triton.next_power_of_2(max(rows, 1))))
+    return max(1, min(tile // block_n, triton.next_power_of_2(max(rows, 1))))
 
 
 def _default_num_warps(tile: int, elem_bytes: int = 4, small_n: bool = False) -> int:

@@ -63,7 +63,7 @@ def test_launch_parameters_come_from_launch_config():
     from lndeploy.plugins.layernorm.kernel import launch_config
 
     k = compile_ptx("bf16", 64, 80)
-    cfg = launch_config(10**6, 64)
+    cfg = launch_config(10**6, 64, "bf16")  # the rule is per dtype: aot must follow it
     assert (k.rows_per_program, k.num_warps) == (cfg["ROWS_PER_PROGRAM"], cfg["num_warps"])
     assert k.grid(10**6) == (cfg["grid"][0], 1, 1) and k.grid(1) == (1, 1, 1)
     tuned = compile_ptx("bf16", 64, 80, rows_per_program=8, num_warps=2)
