@@ -198,6 +198,7 @@ def main(argv=None) -> int:
             rep, attempts = quiet_run(model, args)
             retried[model] = retried.get(model, 0) + attempts - 1
             if args.json_dir:
+                os.makedirs(args.json_dir, exist_ok=True)
                 rep.write_json(os.path.join(args.json_dir, f"{model}.run{index + 1}.json"))
             reports[model].append(rep)
     help_times = help_seconds(args.help_runs)
