@@ -41,6 +41,24 @@ def specs_from_examples(inputs: dict, dynamic_axes: dict) -> list[InputSpec]:
     return specs
 
 
+def specs_from_onnx(model) -> list[InputSpec]:
+    """The signature of an ONNX graph's inputs (initializers listed as inputs excluded); a dynamic
+    dim without a name gets one of its own, so it still varies."""
+    import onnx
+
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{value.name}_dim{i}")
+                      for i, d in enumerate(tensor.shape.dim))
+        specs.append(InputSpec(value.name, dtype, shape, 0.0, 1.0))
+    return specs
+
+
 def torch_to_numpy_dtype(dtype) -> np.dtype:
     import torch
 

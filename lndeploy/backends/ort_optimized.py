@@ -179,28 +179,8 @@ def generated_feeds(model, seed: int = 0) -> list:
     """Inputs for the proof: one feed per combination of dynamic-dim sizes (lndeploy.inputs' grid)."""
     from lndeploy import inputs
 
-    specs = input_specs(model)
+    specs = inputs.specs_from_onnx(model)
     return [feed for _, feed in inputs.schedule(specs, samples=None, seed=seed)]
-
-
-def input_specs(model) -> list:
-    """InputSpecs from the graph's inputs (initializers excluded); unnamed dynamic dims get a name."""
-    import numpy as np
-    import onnx
-
-    from lndeploy.inputs import InputSpec
-
-    initializers = {i.name for i in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{value.name}_dim{i}")
-                      for i, d in enumerate(tensor.shape.dim))
-        specs.append(InputSpec(value.name, dtype, shape, 0.0, 1.0))
-    return specs
 
 
 def _max_abs_difference(plain, fused, feeds: list, threads: int | None) -> float:

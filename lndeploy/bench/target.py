@@ -44,12 +44,12 @@ def load_target(ref, workdir: str, lns: tuple, log=None) -> Target:
     kind = kind_of(ref)
     if kind == "onnx":
         from lndeploy import plugin_spec
-        from lndeploy.backends.ort_optimized import input_specs
+        from lndeploy.inputs import specs_from_onnx
         from lndeploy.onnxfile import load_model
 
         model = load_model(ref)
         form = "plugin" if plugin_spec.plugin_nodes(model) else "native"
-        return Target(kind, str(ref), input_specs(model), onnx={form: (model, str(ref))})
+        return Target(kind, str(ref), specs_from_onnx(model), onnx={form: (model, str(ref))})
     if kind == "engine":
         if not Path(str(ref)).is_file():
             raise BadInputError(f"engine not found: {ref}")

@@ -43,7 +43,9 @@ def dynamic_shapes(spec: ModelSpec) -> dict:
 
 
 def _dim_ident(label: str) -> str:
-    return re.sub(r"\W", "_", label) if label.isidentifier() is False else label
+    """torch.export needs identifiers: a label like "seq-len" becomes "seq_len" (also in the ONNX dims)."""
+    ident = re.sub(r"\W", "_", label)
+    return ident if ident.isidentifier() else f"d_{ident}"
 
 
 def run_exporter(spec: ModelSpec, opset: int, debug: bool = False, custom_translation_table=None):
