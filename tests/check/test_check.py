@@ -143,7 +143,7 @@ def test_failure_output_is_our_lines_only(run_cli, fnn_onnx, tmp_path):
     result = run_cli("check", zoo_model("fnn"), "--onnx", bad)
     assert result.code == 1
     lines = result.out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("  output:") and "FAILED" in lines[1], lines
+    assert len(lines) == 2 and lines[0].startswith("output:") and "FAILED" in lines[1], lines
     assert "[E]" not in result.out + result.err and "[W]" not in result.out + result.err
 
 
