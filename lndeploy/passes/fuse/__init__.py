@@ -5,8 +5,9 @@ Rules, applied in this order, each one module with its formula in its docstring:
 1. ``layer_norm``: mean / variance / eps / root over trailing axes -> ``LayerNormalization``
 2. ``channel_first_layer_norm``: the same over other axes -> Transpose, LayerNormalization, Transpose
 3. ``rms_norm``: ``x / sqrt(mean(x**2) + eps)`` -> ``RMSNormalization`` (opset >= 23 only)
-4. ``ln_scale``: ``N(x) * scale`` -> N with that scale
-5. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
+4. ``no_op_cast``: ``Cast(N(x), to=N's own type)`` -> ``N(x)``
+5. ``ln_scale``: ``N(x) * scale`` -> N with that scale
+6. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
 
 Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
 A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from lndeploy.errors import BadInputError
 
-RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "rms_norm", "ln_scale", "ln_bias")
+RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "rms_norm", "no_op_cast", "ln_scale", "ln_bias")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
 MIN_OPSET = 17
 

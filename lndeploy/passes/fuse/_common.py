@@ -21,6 +21,8 @@ from onnxscript.rewriter._basics import MatchFailureError
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")
+# the spellings of the biased variance (see ``variance``)
+VARIANCES = ("centred", "own_mean", "moments")
 
 
 @dataclass
@@ -47,6 +49,24 @@ def square(op, d, p2):
     return pattern.OrValue([op.Pow(d, p2), op.Mul(d, d)])
 
 
+def variance(op, kind: str, x, d, mean, p2, p2_mean):
+    """The biased variance of ``x`` over the mean's axes, spelled as ``kind`` (see VARIANCES).
+
+    centred  : ReduceMean(d ** 2)                         d = x - mean, shared with the numerator
+    own_mean : ReduceMean((x - ReduceMean(x)) ** 2)       a second mean (bound as ``var_centre``)
+    moments  : ReduceMean(x ** 2) - mean ** 2             E[x^2] - E[x]^2
+
+    The ReduceMean that the variance (or E[x^2]) comes from is bound as ``var``: its axes are checked.
+    """
+    if kind == "centred":
+        return op.ReduceMean(square(op, d, p2), _allow_other_inputs=True, _outputs=["var"])
+    if kind == "own_mean":
+        centre = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["var_centre"])
+        return op.ReduceMean(square(op, op.Sub(x, centre), p2), _allow_other_inputs=True, _outputs=["var"])
+    mean_of_square = op.ReduceMean(square(op, x, p2), _allow_other_inputs=True, _outputs=["var"])
+    return op.Sub(mean_of_square, square(op, mean, p2_mean))
+
+
 def normalize(op, num, var, eps, form: str, half, minus_half, one):
     """``num / sqrt(var + eps)`` in ``form`` (see FORMS), with every spelling of the root.
 
@@ -70,18 +90,32 @@ def fail(reason: str, *sources):
 
 
 def const_array(value) -> np.ndarray | None:
-    """The value's constant content, or None (also for graph inputs, which callers may override)."""
+    """The value's constant content, or None (also for graph inputs, which callers may override).
+
+    Sees through Cast and Identity of a constant: ONNX's own function bodies write eps as
+    ``Cast(Constant(1e-5), to=T)``."""
     if value is None or value.is_graph_input():
         return None
     from onnxscript.rewriter._ir_utils import get_numpy_value
 
-    return get_numpy_value(value)
+    array = get_numpy_value(value)
+    node = value.producer()
+    if array is not None or node is None or node.domain not in ("", "ai.onnx"):
+        return array
+    if node.op_type == "Identity":
+        return const_array(node.inputs[0])
+    if node.op_type == "Cast" and (source := const_array(node.inputs[0])) is not None:
+        to = node.attributes.get_int("to", 0)
+        if to in {t.value for t in FLOAT_TYPES}:
+            return source.astype(ir.DataType(to).numpy())
+    return None
 
 
-def check_exponents(p2, half, minus_half, one) -> None:
+def check_exponents(p2, half, minus_half, one, p2_mean=None) -> None:
     """The exponents and the numerator of the reciprocal must be exactly what the formula says."""
     for value, want, what in ((p2, 2.0, "square"), (half, 0.5, "square root"),
-                              (minus_half, -0.5, "reciprocal square root"), (one, 1.0, "reciprocal")):
+                              (minus_half, -0.5, "reciprocal square root"), (one, 1.0, "reciprocal"),
+                              (p2_mean, 2.0, "square of the mean")):
         if value is None:
             continue  # that spelling was not used
         array = const_array(value)
@@ -116,13 +150,17 @@ def reduce_axes(node, rank: int) -> tuple[int, ...]:
     return tuple(normalized)
 
 
-def stats_axes(x, mean, var) -> tuple[int, ...]:
-    """The axes both means reduce over; they must be the same set."""
+def stats_axes(x, mean, var, centre=None) -> tuple[int, ...]:
+    """The axes all means reduce over (the variance's own mean ``centre`` too); one and the same set."""
     rank = rank_of(x)
     mean_axes = reduce_axes(mean.producer(), rank)
-    var_axes = reduce_axes(var.producer(), rank)
-    if mean_axes != var_axes:
-        fail(f"the mean is over axes {list(mean_axes)} but the variance over {list(var_axes)}", var.producer())
+    for other in (var, centre):
+        if other is None:
+            continue
+        other_axes = reduce_axes(other.producer(), rank)
+        if mean_axes != other_axes:
+            fail(f"the mean is over axes {list(mean_axes)} but the variance over {list(other_axes)}",
+                 other.producer())
     return mean_axes
 
 

@@ -8,9 +8,9 @@ MIN_OPSET = 17
 
 
 def rule_modules():
-    from lndeploy.passes.fuse import channel_first, layer_norm, ln_bias, ln_scale, rms_norm
+    from lndeploy.passes.fuse import cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm
 
-    return (layer_norm, channel_first, rms_norm, ln_scale, ln_bias)
+    return (layer_norm, channel_first, rms_norm, cast, ln_scale, ln_bias)
 
 
 def has_op(model, op_type: str) -> bool:

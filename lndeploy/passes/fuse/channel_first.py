@@ -44,4 +44,5 @@ class ChannelFirstFusion(StatsNormFusion):
 
 
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
-    return pattern.RewriteRuleSet([ChannelFirstFusion.rule(form, notes) for form in C.FORMS])
+    return pattern.RewriteRuleSet([ChannelFirstFusion.rule(form, variance, notes)
+                                   for variance in C.VARIANCES for form in C.FORMS])

@@ -3,6 +3,10 @@
     mean = ReduceMean(x, axes)                       axes = the last k axes, keepdims=1
     d    = x - mean
     var  = ReduceMean(d ** 2, axes)                  d ** 2 as Pow(d, 2) or Mul(d, d)
+         | ReduceMean((x - ReduceMean(x, axes)) ** 2, axes)    the variance's own mean (torch's
+                                                     x.var(unbiased=False) in the legacy export)
+         | ReduceMean(x ** 2, axes) - mean ** 2      E[x^2] - E[x]^2 (ONNX's own LayerNormalization
+                                                     function body, what its _expanded tests hold)
     y    = d / sqrt(var + eps)                       Sqrt+Div, Reciprocal+Mul, Pow(-0.5)+Mul, Div(1, .)+Mul
   ->
     y    = LayerNormalization(x, ones(x.shape[-k:]); axis=-k, epsilon=eps, stash_type=1)
@@ -13,6 +17,10 @@ same axes, keepdims=1, the exponent exactly 2, eps a scalar constant (not a grap
 before the root, and the normalized dims static. Variance divided by N-1 (ReduceSum/(N-1) or a
 rescaled mean) and eps added after Sqrt do not match the pattern at all. The affine part
 (``* scale + bias``) is folded in afterwards by the ``ln_scale`` and ``ln_bias`` rules.
+
+Statistics that are also used elsewhere (a graph output Mean or InvStdDev, as in ONNX's expanded
+function) do not stop the rewrite: ``y`` becomes the LN node, and the ops that compute the other
+uses stay (``remove_nodes=False``; whatever is left dead is removed after the rule set ran).
 """
 
 from __future__ import annotations
@@ -29,22 +37,23 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
 
     rule_name = NAME
 
-    def __init__(self, form: str, notes: C.Notes):
-        super().__init__(f"{self.rule_name}[{form}]")
-        self.form = form
-        self.notes = notes
+    def __init__(self, form: str, variance: str, notes: C.Notes):
+        # remove_nodes=False: stats used elsewhere stay computed for those uses (see the docstring)
+        super().__init__(f"{self.rule_name}[{form},{variance}]", remove_nodes=False)
+        self.form, self.variance, self.notes = form, variance, notes
 
-    def pattern(self, op, x, eps, p2, half, minus_half, one):
+    def pattern(self, op, x, eps, p2, p2_mean, half, minus_half, one):
         mean = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
         d = op.Sub(x, mean)
-        var = op.ReduceMean(C.square(op, d, p2), _allow_other_inputs=True, _outputs=["var"])
+        var = C.variance(op, self.variance, x, d, mean, p2, p2_mean)
         return C.normalize(op, d, var, eps, self.form, half, minus_half, one)
 
-    def check(self, context, x, eps, mean, var, p2=None, half=None, minus_half=None, one=None, **_):
+    def check(self, context, x, eps, mean, var, p2=None, p2_mean=None, half=None, minus_half=None, one=None,
+              var_centre=None, **_):
         try:
             C.float_dtype(x)
-            C.check_exponents(p2, half, minus_half, one)
-            axes = C.stats_axes(x, mean, var)
+            C.check_exponents(p2, half, minus_half, one, p2_mean)
+            axes = C.stats_axes(x, mean, var, var_centre)
             self.check_axes(x, axes)
             C.epsilon_of(eps, C.rank_of(x))
             C.static_dims(x, axes)
@@ -68,4 +77,5 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
 
 
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
-    return pattern.RewriteRuleSet([StatsNormFusion.rule(form, notes) for form in C.FORMS])
+    return pattern.RewriteRuleSet([StatsNormFusion.rule(form, variance, notes)
+                                   for variance in C.VARIANCES for form in C.FORMS])

@@ -60,6 +60,51 @@ def test_chw_layer_norm_with_chw_scale_and_bias(axes):
     np.testing.assert_array_equal(T.initializer(result.model, ln.input[2]), bias)
 
 
+def own_mean_variance(g, x, axes=(-1,), var_axes=None, how="mul", eps=EPS):
+    """torch's ``x.var(unbiased=False)`` in a legacy export: the variance centres x on a second mean."""
+    d = g.op("Sub", x, g.reduce_mean(x, axes))
+    var_axes = var_axes if var_axes is not None else axes
+    centred = g.op("Sub", x, g.reduce_mean(x, var_axes))
+    return T.divide_by_root(g, d, g.op("Add", g.reduce_mean(T.square(g, centred, how), var_axes), g.const(eps)))
+
+
+def moments_variance(g, x, axes=(-1,), var_axes=None, how="mul", eps=EPS, mean_exponent=2.0):
+    """ONNX's LayerNormalization function body: var = E[x^2] - E[x]^2."""
+    mean = g.reduce_mean(x, axes)
+    mean_sq = T.square(g, mean, how, exponent=mean_exponent)
+    var = g.op("Sub", g.reduce_mean(T.square(g, x, how), var_axes if var_axes is not None else axes), mean_sq)
+    return T.divide_by_root(g, g.op("Sub", x, mean), g.op("Add", var, g.const(eps)))
+
+
+@pytest.mark.parametrize("opset", [14, 18])
+@pytest.mark.parametrize("how", ["pow", "mul"])
+@pytest.mark.parametrize("variance", [own_mean_variance, moments_variance])
+def test_other_spellings_of_the_variance(opset, how, variance):
+    g = T.Graph(opset)
+    x = g.input("x", ["batch", 4, 16])
+    model = g.model(variance(g, x, how=how))
+    feed = {"x": T.normal(3, 4, 16)}
+    result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [-1], EPS))
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+
+
+def test_statistics_used_elsewhere_stay_for_those_uses():
+    """A mean that is also a graph output (ONNX's expanded function has Mean and InvStdDev outputs):
+    the normalized value still becomes one LN node; the ReduceMean stays for the other output."""
+    g = T.Graph(16)
+    x = g.input("x", [2, 16])
+    mean = g.reduce_mean(x, [-1])
+    d = g.op("Sub", x, mean)
+    y = T.divide_by_root(g, d, g.op("Add", g.reduce_mean(g.op("Mul", d, d), [-1]), g.const(EPS)))
+    model = g.model(y, mean)
+    feed = {"x": T.normal(2, 16)}
+    result = fuse(model)
+    assert T.ops(result.model) == {"LayerNormalization": 1, "ReduceMean": 1}
+    after = T.run(result.model, feed)
+    assert T.max_abs(after[y], T.ref_layer_norm(feed["x"], [-1], EPS)) <= 1e-5
+    assert T.max_abs(after[mean], feed["x"].mean(-1, keepdims=True)) <= 1e-6
+
+
 def near_miss_unbiased_sum(g, x):
     """var = ReduceSum(d^2) / (N - 1)  (torch.var's default)."""
     d = g.op("Sub", x, g.reduce_mean(x, [-1]))
@@ -105,6 +150,12 @@ NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the patt
         lambda g, x: T.layer_norm(g, x, [-1], var_axes=[-2]), "the mean is over axes"),
     "exponent not exactly 2": (near_miss_exponent, "exactly 2.0"),
     "keepdims=0": (lambda g, x: T.layer_norm(g, x, [-1], keepdims=0), "keepdims=0"),
+    "variance's own mean over another axis": (lambda g, x: own_mean_variance(g, x, var_axes=[-2]),
+                                              "the mean is over axes"),
+    "E[x^2] over another axis than E[x]": (lambda g, x: moments_variance(g, x, var_axes=[-2]),
+                                           "the mean is over axes"),
+    "E[x^2] - E[x]^2.001": (lambda g, x: moments_variance(g, x, how="pow", mean_exponent=2.001),
+                            "exactly 2.0"),
 }
 
 

@@ -1,0 +1,44 @@
+"""Drop a Cast to the type a normalization node already has.
+
+    z = Cast(N(x, ...), to=T)       T the element type of N's output     ->   z = N(x, ...)
+
+for N = LayerNormalization or RMSNormalization. ONNX's own LayerNormalization function body (what
+its ``*_expanded`` test models and function-inlining exporters hold) casts the normalized value to
+the input type before ``* scale + bias``; for a float input that Cast is the identity, and it is
+what stands between the fused node and the ``ln_scale`` / ``ln_bias`` folds. A Cast that changes the
+type (an fp16 model with fp32 statistics) is a real conversion and stays.
+"""
+
+from __future__ import annotations
+
+from onnxscript.rewriter import pattern
+
+from lndeploy.passes.fuse import _common as C
+
+NAME = "no_op_cast"
+NORM_OPS = ("LayerNormalization", "RMSNormalization")
+
+
+class NoOpCastAfterNorm(pattern.RewriteRuleClassBase):
+    def __init__(self, notes: C.Notes):
+        super().__init__(NAME)
+        self.notes = notes
+
+    def pattern(self, op, y):
+        return op.Cast(y, _outputs=["z"])
+
+    def check(self, context, y, z, **_):
+        node = y.producer()
+        if node is None or node.op_type not in NORM_OPS or node.domain not in ("", "ai.onnx"):
+            C.fail("the Cast does not follow a normalization node")
+        to = z.producer().attributes.get_int("to", 0)
+        if y.dtype is None or to != y.dtype.value:
+            C.fail("the Cast changes the type")
+        return True
+
+    def rewrite(self, op, y, **_):
+        return y
+
+
+def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
+    return pattern.RewriteRuleSet([NoOpCastAfterNorm.rule(notes)])

@@ -1,0 +1,82 @@
+"""The ONNX standard's own LayerNormalization node test cases (``test_layer_normalization_*``).
+
+From the data folder that some onnx wheels ship (``onnx/backend/test/data/node``); where the wheel
+has only the generators (``onnx/backend/test/case/node/layernormalization.py``, as here), from them:
+the expected outputs are then ONNX's numpy reference, computed with the inputs, as in the files.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Case:
+    name: str
+    model: object
+    inputs: list
+    outputs: list
+
+    def feed(self) -> dict:
+        return {v.name: a for v, a in zip(self.model.graph.input, self.inputs)}
+
+    def only_y(self) -> Case:
+        """The same case with the Mean and InvStdDev outputs dropped (no longer graph outputs)."""
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        del model.graph.output[1:]
+        return Case(self.name + "_y_only", model, self.inputs, self.outputs[:1])
+
+
+def layer_norm_cases() -> tuple[dict, str | None]:
+    """name -> Case, and why there are none (or None)."""
+    import onnx
+
+    root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test")
+    folders = sorted(glob.glob(os.path.join(root, "data", "node", "test_layer_normalization_*")))
+    if folders:
+        return {os.path.basename(f): _from_folder(f) for f in folders}, None
+    try:
+        return _generated(), None
+    except Exception as err:  # private generator API: absent or changed in this onnx version
+        return {}, f"no ONNX LayerNormalization node test data in {root} ({type(err).__name__}: {err})"
+
+
+def _from_folder(folder: str) -> Case:
+    import onnx
+    from onnx import numpy_helper
+
+    def tensors(kind):
+        paths = sorted(glob.glob(os.path.join(folder, "test_data_set_0", f"{kind}_*.pb")))
+        return [numpy_helper.to_array(onnx.load_tensor(p)) for p in paths]
+
+    return Case(os.path.basename(folder), onnx.load(os.path.join(folder, "model.onnx")),
+                tensors("input"), tensors("output"))
+
+
+def _generated() -> dict:
+    from onnx.backend.test.case import node as registry
+    from onnx.backend.test.case.node.layernormalization import LayerNormalization
+
+    saved = registry._TargetOpType, list(registry._NodeTestCases), dict(registry._existing_names)
+    registry._TargetOpType = "LayerNormalization"
+    del registry._NodeTestCases[:]
+    registry._existing_names.clear()
+    try:
+        np.random.seed(0)  # the generators draw from numpy's global generator
+        for export in (LayerNormalization.export, LayerNormalization.export_default_axis,
+                       LayerNormalization.export2d, LayerNormalization.export3d_epsilon):
+            export()
+        made = list(registry._NodeTestCases)
+    finally:
+        registry._TargetOpType = saved[0]
+        registry._NodeTestCases[:] = saved[1]
+        registry._existing_names.clear()
+        registry._existing_names.update(saved[2])
+    return {c.name: Case(c.name, c.model, list(c.data_sets[0][0]), list(c.data_sets[0][1])) for c in made}

@@ -1,0 +1,59 @@
+"""``fuse`` on the ONNX standard's own LayerNormalization node tests: axes 0..3 and negative, 2-D to
+4-D, eps 1e-1, Mean and InvStdDev outputs. Each result runs on ONNX Runtime and must reproduce the
+stored expected outputs (not just the input model's), natively and as plugin nodes."""
+
+import numpy as np
+import pytest
+
+from lndeploy.backends.onnxruntime import OrtSession
+from lndeploy.passes.fuse import fuse, histogram
+from tests.passes.onnx_node_cases import layer_norm_cases
+
+CASES, WHY_NONE = layer_norm_cases()
+EXPANDED = sorted(n for n in CASES if "_expanded" in n)
+NATIVE = sorted(n for n in CASES if "_expanded" not in n)
+ATOL = 1e-5
+pytestmark = pytest.mark.skipif(not CASES, reason=WHY_NONE or "no cases")
+
+
+def assert_reproduces(case, model) -> float:
+    got = OrtSession(model).run(case.feed())
+    errors = [float(np.max(np.abs(got[v.name].astype(np.float64) - want)))
+              for v, want in zip(case.model.graph.output, case.outputs)]
+    assert max(errors) <= ATOL, (case.name, errors)
+    return max(errors)
+
+
+@pytest.mark.parametrize("name", EXPANDED or ["none"])
+def test_expanded_function_becomes_one_layer_norm(name):
+    """ONNX's function body (Flatten, Cast, E[x^2] - E[x]^2, Cast(eps)): one LayerNormalization for Y;
+    the ops behind the Mean and InvStdDev graph outputs stay for them."""
+    case = CASES[name]
+    result = fuse(case.model)
+    assert result.counts["layer_norm"] == 1 and histogram(result.model)["LayerNormalization"] == 1
+    assert [o.name for o in result.model.graph.output] == ["Y", "Mean", "InvStdDev"]
+    assert_reproduces(case, result.model)
+
+
+@pytest.mark.parametrize("name", [n for n in EXPANDED if "ver18" in n] or ["none"])
+def test_expanded_function_with_only_y_folds_scale_and_bias(name):
+    case = CASES[name].only_y()
+    result = fuse(case.model, to="plugin")
+    ops = histogram(result.model)
+    assert ops["lndeploy.LndeployLayerNorm"] == 1
+    assert not {"ReduceMean", "Sqrt", "Div", "Mul", "Add", "Sub"} & set(ops), ops
+    assert_reproduces(case, result.model)
+
+
+@pytest.mark.parametrize("name", NATIVE or ["none"])
+def test_layer_norm_nodes_to_plugin(name):
+    """With Mean/InvStdDev used the node stays and is reported; with only Y it becomes a plugin node
+    (axis made negative) that runs on the CPU through its reference function."""
+    case = CASES[name]
+    kept = fuse(case.model, to="plugin")
+    assert kept.counts["to_plugin"] == 0 and kept.unconverted[0]["reason"] == "its Mean/InvStdDev outputs are used"
+    assert_reproduces(case, kept.model)
+    y_only = case.only_y()
+    result = fuse(y_only.model, to="plugin")
+    assert histogram(result.model) == {"lndeploy.LndeployLayerNorm": 1} and not result.unconverted
+    assert_reproduces(y_only, result.model)
