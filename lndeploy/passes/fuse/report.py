@@ -16,7 +16,9 @@ def format_report(result) -> list[str]:
     for left in data["unconverted"]:
         lines.append(f"left unconverted: {left['node']} ({left['rule']}): {left['reason']}")
     verification = data["verification"]
-    if verification:
+    if verification and verification.get("unchanged"):
+        lines.append("nothing changed: the model is written back as it was (not run on ONNX Runtime)")
+    elif verification:
         for sample in verification["samples"]:
             where = ", ".join(f"{k}={v}" for k, v in sample["sizes"].items()) or "static shapes"
             worst = max(sample["max_abs"].values(), default=0.0)
