@@ -5,7 +5,9 @@
 with ``a' = a - rank(X)`` when ``a >= 0`` (the plugin's axis is negative). Subgraphs (Scan, Loop, If
 bodies) are rewritten too. A missing B becomes a zero initializer of Scale's shape and type. A node
 whose optional Mean / InvStdDev outputs are consumed is left alone and reported: the plugin has no
-such outputs. A non-negative axis needs X's rank, so shape inference runs first.
+such outputs. A non-negative axis needs X's rank, so shape inference runs first. The plugin takes
+float, float16 and bfloat16 (its schema, and TensorRT): a node of another type (double) stays and is
+reported, since the plugin node would make the model invalid.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lndeploy import plugin_spec
+
+# TensorProto element types the plugin's schema takes: FLOAT, FLOAT16, BFLOAT16
+PLUGIN_TYPES = {1: "float", 10: "float16", 16: "bfloat16"}
 
 
 @dataclass
@@ -27,17 +32,17 @@ def rewrite(model) -> tuple[object, PluginRewriteReport]:
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    ranks = _ranks(out)
+    ranks, types = _ranks(out)
     report = PluginRewriteReport()
     for graph in plugin_spec.iter_graphs(out.graph):
-        _rewrite_graph(graph, ranks, report)
+        _rewrite_graph(graph, ranks, types, report)
     if report.rewritten:
         plugin_spec.ensure_opset_import(out)
         plugin_spec.register_schema()
     return out, report
 
 
-def _rewrite_graph(graph, ranks: dict, report: PluginRewriteReport) -> None:
+def _rewrite_graph(graph, ranks: dict, types: dict, report: PluginRewriteReport) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
@@ -50,6 +55,13 @@ def _rewrite_graph(graph, ranks: dict, report: PluginRewriteReport) -> None:
         name = node.name or f"LayerNormalization_{index}"
         if any(o and o in consumed for o in node.output[1:]):
             report.skipped.append((name, "its Mean/InvStdDev outputs are used"))
+            new_nodes.append(node)
+            continue
+        elem = types.get(node.input[0])
+        if elem is not None and elem not in PLUGIN_TYPES:
+            type_name = onnx.TensorProto.DataType.Name(elem).lower()
+            report.skipped.append((name, f"its input is {type_name}; the plugin takes "
+                                         f"{', '.join(PLUGIN_TYPES.values())}"))
             new_nodes.append(node)
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -87,20 +99,23 @@ def _zero_bias(graph, node, name: str, numpy_helper, onnx) -> tuple[str, list]:
     return zero_name, [onnx.helper.make_node("Sub", [scale, scale], [zero_name], name=f"{name}_zero_bias_op")]
 
 
-def _ranks(model) -> dict:
-    """Rank of every value whose shape is known after shape inference."""
+def _ranks(model) -> tuple[dict, dict]:
+    """Rank of every value whose shape is known after shape inference, and element type of those typed."""
     import onnx
 
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # unknown custom ops, partial models: use what is declared
         inferred = model
-    ranks = {}
+    ranks, types = {}, {}
     for graph in plugin_spec.iter_graphs(inferred.graph):
         for value in list(graph.value_info) + list(graph.input) + list(graph.output):
             t = value.type.tensor_type
             if t.HasField("shape"):
                 ranks[value.name] = len(t.shape.dim)
+            if t.elem_type:
+                types[value.name] = t.elem_type
         for init in graph.initializer:
             ranks[init.name] = len(init.dims)
-    return ranks
+            types[init.name] = init.data_type
+    return ranks, types

@@ -4,7 +4,7 @@ reference function; a node whose Mean output is used stays and is reported."""
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from lndeploy import plugin_spec
 from lndeploy.backends.onnxruntime import OrtSession
@@ -59,3 +59,25 @@ def test_existing_layer_norms_to_plugin_except_where_mean_is_used():
     feed = {"x": T.normal(2, 4, 3, 5), "scale": T.normal(4, 3, 5, seed=3)}
     before, after = OrtSession(model).run(feed), OrtSession(result.model).run(feed)
     assert all(np.max(np.abs(after[k] - before[k])) <= 1e-5 for k in before)
+
+
+def test_double_layer_norm_stays_native_and_is_reported():
+    """The plugin takes float, float16 and bfloat16: a plugin node on a double input would fail the
+    checker (and TensorRT), so that node stays, the report says why, and the file is still valid."""
+    x = np.random.default_rng(0).standard_normal((3, 4, 8))
+    scale = np.linspace(0.5, 1.5, 32).reshape(4, 8)
+    graph = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "s"], ["y"], axis=1, epsilon=1e-3)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["B", 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["B", 4, 8])],
+        [numpy_helper.from_array(scale, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = fuse(model, to="plugin")
+    assert result.counts["to_plugin"] == 0 and histogram(result.model) == {"LayerNormalization": 1}
+    assert result.unconverted == [{"node": "LayerNormalization_0", "rule": "to_plugin",
+                                   "reason": "its input is double; the plugin takes float, float16, bfloat16"}]
+    onnx.checker.check_model(result.model, full_check=True)
+    got = OrtSession(result.model).run({"x": x})["y"]
+    d = x - x.mean(axis=(1, 2), keepdims=True)
+    want = d / np.sqrt((d * d).mean(axis=(1, 2), keepdims=True) + 1e-3) * scale
+    assert float(np.max(np.abs(got - want))) <= 1e-9  # double all the way (fp32 would be ~1e-7)
