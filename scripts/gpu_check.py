@@ -5,7 +5,8 @@ Runs on a bare CUDA machine with python3, torch and triton only: the kernel is l
 plugins/layernorm/ by file path (lndeploy itself is neither installed nor imported). Sections:
   (a) correctness vs torch (fp32 reference) for fp32/fp16/bf16 over a grid of N x rows;
   (b) benchmark vs F.layer_norm and torch.clone (the copy-bandwidth ceiling), with targets;
-  (c) autotune of ROWS_PER_PROGRAM x num_warps per shape, within a time budget;
+  (c) autotune of ROWS_PER_PROGRAM x ROW_STEPS x num_warps per shape, within a time budget, each
+      trial next to a copy of the same tensor (gpu_tune.py);
   (d) AOT: PTX from aot.compile_ptx at the driver's PTX ISA, loaded with the CUDA driver API and
       launched the way TensorRT launches a QDP AOT kernel (in a child process, so a crash there
       cannot lose (a)-(c)).
@@ -26,6 +27,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_tune  # noqa: E402  (a sibling file: this script runs by path on a bare machine)
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "plugins" / "layernorm"
@@ -139,57 +143,6 @@ def bench_row(dtype, rows, n, es, ms, kernel):
             "pct_target": target, "pct_pass": None if target is None else pct >= target,
             "speedup_vs_torch": speedup, "speedup_pass": speedup >= 1.15,
             "config": {k: v for k, v in kernel.launch_config(rows, n, tdtype(dtype)).items() if k != "grid"}}
-
-
-def tune_candidates(kernel, rows, n):
-    block_n = kernel.block_n_for(n)
-    if block_n <= kernel.SMALL_N_MAX:
-        rpps = [r for r in (4, 8, 16, 32, 64, 128, 256) if 2048 <= r * block_n <= 16384]
-    else:
-        rpps = [1, 2] if block_n <= 4096 else [1]
-    for rpp in rpps:
-        for warps in (1, 2, 4, 8, 16, 32):
-            if 2 <= rpp * block_n // (32 * warps) <= (64 if block_n > 8192 else 32):
-                yield rpp, warps
-
-
-def autotune(kernel, plan, device, deadline):
-    import torch
-
-    timer, results = make_timer(device, quick=True), []
-    for dtype in plan["tune_dtypes"]:
-        for rows, n in plan["bench"]:
-            if "tune_n" in plan and n not in plan["tune_n"]:
-                continue
-            x, w, b = make_inputs(rows, n, dtype, device)
-            ref = kernel.layer_norm(x, w, b, EPS)
-            default = kernel.launch_config(rows, n, tdtype(dtype))
-            trials, first = [], (default["ROWS_PER_PROGRAM"], default["num_warps"])
-            # The default goes first, so that it is measured even when the budget runs out.
-            cands = [first] + [c for c in tune_candidates(kernel, rows, n) if c != first]
-            for rpp, warps in cands:
-                if time.monotonic() > deadline:
-                    break
-
-                def run(rpp=rpp, warps=warps):
-                    return kernel.layer_norm(x, w, b, EPS, rows_per_program=rpp, num_warps=warps)
-
-                # Another config may sum in another order (last-bit changes), never more.
-                diff = (run().float() - ref.float()).abs().max().item()
-                trials.append({"ROWS_PER_PROGRAM": rpp, "num_warps": warps, "ms": timer(run),
-                               "max_diff_vs_default": diff})
-            if not trials:
-                results.append({"dtype": dtype, "rows": rows, "N": n, "skipped": "time budget"})
-                continue
-            best = min(trials, key=lambda t: t["ms"])
-            dflt = next((t for t in trials if (t["ROWS_PER_PROGRAM"], t["num_warps"]) ==
-                         (default["ROWS_PER_PROGRAM"], default["num_warps"])), None)
-            results.append({"dtype": dtype, "rows": rows, "N": n, "best": best, "trials": trials,
-                            "default": {"ROWS_PER_PROGRAM": default["ROWS_PER_PROGRAM"],
-                                        "num_warps": default["num_warps"],
-                                        "ms": dflt["ms"] if dflt else None}})
-            del x, w, b, ref
-    return results
 
 
 # ---- (d) AOT: PTX loaded with the driver API and launched like TensorRT does -----------------------
@@ -345,11 +298,7 @@ def print_tables(report):
               f"{r['ms']['copy']:8.4f} | {r['GBps']['ours']:9.0f} {r['GBps']['copy']:9.0f} "
               f"{r['pct_of_copy']:6.1%} {tgt:>4} {r['speedup_vs_torch']:7.2f}x | {'PASS' if ok else 'FAIL'}")
     for t in report.get("autotune", []):
-        if "best" in t:
-            d, bst = t["default"], t["best"]
-            print(f"tune {t['dtype']} {t['rows']}x{t['N']}: best R={bst['ROWS_PER_PROGRAM']} "
-                  f"w={bst['num_warps']} {bst['ms']:.4f} ms; default R={d['ROWS_PER_PROGRAM']} "
-                  f"w={d['num_warps']} {d['ms'] if d['ms'] is None else round(d['ms'], 4)} ms")
+        print(gpu_tune.describe(t))
     print("aot:", json.dumps(report.get("aot"))[:1500])
 
 
@@ -395,7 +344,8 @@ def main(argv=None):
         write(report, out_dir)
     if not args.no_autotune:
         t = time.monotonic()
-        report["autotune"] = autotune(kernel, plan, device, deadline=t0 + args.budget_s)
+        report["autotune"] = gpu_tune.autotune(kernel, plan, device, t0 + args.budget_s,
+                                               make_inputs, make_timer, EPS)
         report["section_s"]["autotune"] = round(time.monotonic() - t, 1)
         write(report, out_dir)
     t = time.monotonic()

@@ -16,7 +16,8 @@ make the PTX loadable where it will run:
 Kernel ABI (the QDP AOT convention: input pointers, i32 extra args, output pointers):
 ``X, Scale, B, rows: i32, N: i32, Y`` followed by two scratch pointers that Triton always appends
 (global and profile scratch, size 0 here: TensorRT pads unused parameter slots with null). ``eps``,
-``BLOCK_N`` and ``ROWS_PER_PROGRAM`` are baked in. Launch: ``grid_x = ceil(rows / rows_per_program)``,
+``BLOCK_N``, ``ROWS_PER_PROGRAM`` and ``ROW_STEPS`` are baked in. Launch:
+``grid_x = ceil(rows / program_rows)`` (``program_rows = rows_per_program * row_steps``),
 ``block_x = num_warps * 32``, dynamic shared memory ``shared_mem`` bytes.
 """
 
@@ -48,14 +49,20 @@ class AotKernel:
     dtype: str  # X / Y element type: fp32, fp16, bf16
     weight_dtype: str  # Scale / B element type
     block_n: int  # N must satisfy 1 <= N <= block_n
-    rows_per_program: int
+    rows_per_program: int  # rows of one tile
     num_warps: int
     shared_mem: int  # bytes of dynamic shared memory to request at launch
     eps: float
     ptx_version: str  # e.g. "9.0"
     num_params: int  # PTX entry parameters: len(ABI) + Triton's scratch pointers
+    row_steps: int = 1  # tiles one program handles in sequence
     abi: tuple = field(default=ABI)
-    grid_rule: str = "grid_x = ceil(rows / rows_per_program), grid_y = grid_z = 1"
+    grid_rule: str = "grid_x = ceil(rows / (rows_per_program * row_steps)), grid_y = grid_z = 1"
+
+    @property
+    def program_rows(self) -> int:
+        """Rows one program covers: the grid divisor."""
+        return self.rows_per_program * self.row_steps
 
     @property
     def threads_per_block(self) -> int:
@@ -63,8 +70,8 @@ class AotKernel:
 
     def grid(self, rows: int) -> tuple[int, int, int]:
         """Launch grid for ``rows`` rows (with TensorRT symbolic shapes use
-        ``trtp.cdiv(rows_expr, rows_per_program)`` instead)."""
-        return (max(1, -(-int(rows) // self.rows_per_program)), 1, 1)
+        ``trtp.cdiv(rows_expr, program_rows)`` instead)."""
+        return (max(1, -(-int(rows) // self.program_rows)), 1, 1)
 
 
 def find_toolkit_ptxas() -> str | None:
@@ -132,7 +139,7 @@ def check_with_ptxas(ptx: str, arch, ptxas: str) -> None:
 def _signature(dtype: str, weight_dtype: str) -> dict:
     return {"X": f"*{dtype}", "W": f"*{weight_dtype}", "B": f"*{weight_dtype}", "rows": "i32",
             "N": "i32", "Y": f"*{dtype}", "eps": "constexpr", "BLOCK_N": "constexpr",
-            "ROWS_PER_PROGRAM": "constexpr"}
+            "ROWS_PER_PROGRAM": "constexpr", "ROW_STEPS": "constexpr"}
 
 
 def _divisibility_attrs(n_multiple_of_16: bool) -> dict:
@@ -146,7 +153,8 @@ def _divisibility_attrs(n_multiple_of_16: bool) -> dict:
 
 def compile_ptx(dtype: str, block_n: int, arch: int, *, eps: float = 1e-5,
                 weight_dtype: str | None = None, rows_per_program: int | None = None,
-                num_warps: int | None = None, n_multiple_of_16: bool = False,
+                num_warps: int | None = None, row_steps: int | None = None,
+                n_multiple_of_16: bool = False,
                 ptxas: str | None = None, ptx_version: int | None = None,
                 arch_specific: bool = False) -> AotKernel:
     """PTX of the LayerNorm kernel for rows of 1..block_n elements on ``sm_<arch>``.
@@ -171,7 +179,7 @@ def compile_ptx(dtype: str, block_n: int, arch: int, *, eps: float = 1e-5,
     if kernel.block_n_for(block_n) != block_n:
         raise ValueError(f"block_n must be a power of two, got {block_n}")
     cfg = kernel.launch_config(1 << 30, block_n, dtype, rows_per_program=rows_per_program,
-                               num_warps=num_warps)
+                               num_warps=num_warps, row_steps=row_steps)
     ptxas = ptxas or find_toolkit_ptxas()
     options = {"num_warps": cfg["num_warps"], "num_stages": 1, "enable_fp_fusion": True}
     if ptx_version is not None:
@@ -182,7 +190,8 @@ def compile_ptx(dtype: str, block_n: int, arch: int, *, eps: float = 1e-5,
     # TRITON_INTERPRET was set only when the kernel module was imported.
     src = ASTSource(fn=JITFunction(kernel._layer_norm_fwd), signature=_signature(dtype, weight_dtype),
                     constexprs={"eps": float(eps), "BLOCK_N": block_n,
-                                "ROWS_PER_PROGRAM": cfg["ROWS_PER_PROGRAM"]},
+                                "ROWS_PER_PROGRAM": cfg["ROWS_PER_PROGRAM"],
+                                "ROW_STEPS": cfg["ROW_STEPS"]},
                     attrs=_divisibility_attrs(n_multiple_of_16))
     with _use_ptxas(ptxas):
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
@@ -215,6 +224,7 @@ def _finish(compiled, arch, dtype, weight_dtype, block_n, cfg, eps, ptxas, arch_
         name=meta.name, ptx=ptx, arch=arch, dtype=dtype, weight_dtype=weight_dtype, block_n=block_n,
         rows_per_program=cfg["ROWS_PER_PROGRAM"], num_warps=meta.num_warps, shared_mem=meta.shared,
         eps=float(eps), ptx_version=ptx_version_of(ptx), num_params=count_entry_params(ptx),
+        row_steps=cfg["ROW_STEPS"],
     )
 
 

@@ -71,6 +71,23 @@ def test_launch_parameters_come_from_launch_config():
 
 
 @needs_ptxas
+def test_prefetching_schedule_compiles_without_spills(tmp_path):
+    """The autotune candidate for fp16 N = 8192 (two tiles a program, the next one loaded during the
+    current one's reductions) fits in registers on sm_90, and its grid counts rows per program."""
+    from lndeploy.plugins.layernorm.aot import compile_ptx
+
+    k = compile_ptx("fp16", 8192, 90, num_warps=16, row_steps=2, n_multiple_of_16=True)
+    assert (k.row_steps, k.program_rows, k.grid(8192)) == (2, 2, (4096, 1, 1))
+    path = tmp_path / "piped.ptx"
+    path.write_text(k.ptx)
+    proc = subprocess.run([PTXAS, "-v", "-arch=sm_90", str(path), "-o", os.devnull],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", proc.stderr)]
+    assert spills and not any(spills), proc.stderr
+
+
+@needs_ptxas
 def test_arch_specific_target_is_what_sm90_ptxas_refuses(tmp_path):
     """Why compile_ptx rewrites the target: Triton's own sm_90a PTX is refused for sm_90."""
     from lndeploy.plugins.layernorm.aot import compile_ptx

@@ -111,7 +111,21 @@ def _worker(dtype_name):
     results.append(_case(layer_norm, dtype, 64, 1000, loc=1000.0, scale=1.0, seed=2, vs_fp64=True))
     if dtype != torch.float32:  # fp32 gamma/beta with a half-precision input
         results.append(_case(layer_norm, dtype, 257, 768, param_dtype=torch.float32, seed=3))
+    results += _pipelined_cases(layer_norm, dtype)
     print(json.dumps(results))
+
+
+def _pipelined_cases(layer_norm, dtype):
+    """The autotune's prefetching schedule (ROW_STEPS tiles a program): rows that end mid-program
+    and mid-tile, so the prefetch of a tile past the last row must be masked."""
+    import functools
+
+    out = []
+    for n, rpp, steps in ((7, 4, 3), (1000, 1, 2), (1000, 2, 4), (5120, 1, 4)):
+        for rows in (3, 257):
+            fn = functools.partial(layer_norm, rows_per_program=rpp, row_steps=steps)
+            out.append({**_case(fn, dtype, rows, n, seed=5), "row_steps": steps})
+    return out
 
 
 def run_worker(dtype_name):
@@ -183,6 +197,23 @@ def test_output_is_rounding_of_reference(reported):
         pytest.skip("fp32 output is compared by max_abs; exact equality is not expected in fp32")
     worst = min((r for r in results if "kernel_err64" not in r), key=lambda r: r["frac_exact"])
     assert worst["frac_exact"] >= 0.99, worst
+
+
+def test_pipelined_schedule_ran(reported):
+    """The error tests above gate these cases too; here: they exist and cover a partial program."""
+    _, results = reported
+    piped = [r for r in results if r.get("row_steps", 1) > 1]
+    assert len(piped) == 8 and {r["rows"] for r in piped} == {3, 257}
+
+
+def test_row_steps_divide_the_grid():
+    from lndeploy.plugins.layernorm.kernel import launch_config
+
+    cfg = launch_config(257, 1000, row_steps=4, rows_per_program=2)
+    assert (cfg["ROW_STEPS"], cfg["grid"]) == (4, (33,))  # ceil(257 / 8)
+    assert launch_config(257, 1000)["ROW_STEPS"] == 1  # the default is the measured schedule
+    with pytest.raises(ValueError, match="row_steps"):
+        launch_config(8, 1000, row_steps=0)
 
 
 def test_launch_config_rules():

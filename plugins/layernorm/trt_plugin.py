@@ -114,8 +114,9 @@ def aot_launch(trt, trtp, x, scale, epsilon, axis, tactic: int):
     kernel = _compile(_dtype(trt, x.dtype), _dtype(trt, scale.dtype), n, float(epsilon.reshape(-1)[0]),
                       target_arch(), int(tactic))
     params = trtp.KernelLaunchParams()
-    rpp = kernel.rows_per_program
-    params.grid_x = max(1, -(-rows // rpp)) if isinstance(rows, int) else trtp.cdiv(rows, rpp)
+    per_program = kernel.program_rows
+    params.grid_x = (max(1, -(-rows // per_program)) if isinstance(rows, int)
+                     else trtp.cdiv(rows, per_program))
     params.block_x = kernel.threads_per_block
     params.shared_mem = kernel.shared_mem
     extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(rows), trtp.SymInt32(n)])
