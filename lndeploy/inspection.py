@@ -11,6 +11,7 @@ from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
 
 _ELEM = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 7: "int64", 6: "int32", 9: "bool", 3: "int8", 2: "uint8"}
+_FLOATS = ("fp32", "fp16", "bf16", "fp64")
 _NORM_OPS = ("LayerNormalization", "RMSNormalization", "SkipLayerNormalization", plugin_spec.OP_TYPE)
 
 
@@ -18,22 +19,45 @@ def inspect_artifact(path) -> dict:
     path = Path(path)
     if path.suffix in (".engine", ".plan", ".trt"):
         return inspect_engine(path)
-    from lndeploy.onnxfile import load_model
+    from lndeploy.onnxfile import external_data_files, load_model
 
-    return inspect_onnx(load_model(path), str(path))
+    # inspect reads the structure only: external weights (possibly GBs) are not loaded, just located
+    model = load_model(path, load_external_data=False)
+    info = inspect_onnx(model, str(path))
+    info["external_data"] = [{"file": f, "present": (path.parent / f).is_file()} for f in external_data_files(model)]
+    return info
+
+
+# First bytes of a serialized engine: full TensorRT writes "ftrt", TensorRT-RTX "vtrt".
+_ENGINE_MAGIC = {b"ftrt": "TensorRT", b"vtrt": "TensorRT-RTX"}
 
 
 def inspect_engine(path: Path) -> dict:
+    if path.is_dir():
+        raise BadInputError(f"{path} is a directory, not an engine")
     if not path.is_file():
         raise BadInputError(f"engine not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    info = {"artifact": str(path), "kind": "tensorrt-engine", "size_bytes": path.stat().st_size,
+            "header": _ENGINE_MAGIC.get(magic, f"unrecognized ({magic!r}): not a TensorRT engine?")}
     sidecar = Path(str(path) + ".json")
     if not sidecar.is_file():
-        raise BadInputError(f"{path} has no sidecar {sidecar.name}: it was not built by lndeploy build")
+        # an engine from trtexec or another tool is valid; only what the file itself says is known,
+        # because deserializing an engine needs the runtime version that built it and a GPU
+        return {**info, "sidecar": None, "note": f"no sidecar {sidecar.name} (not built by lndeploy build): "
+                "runtime version, GPU targets, inputs and profiles are not recorded"}
     try:
         facts = json.loads(sidecar.read_text())
     except (OSError, ValueError) as err:
         raise BadInputError(f"{sidecar} is not readable JSON: {err}") from err
-    return {"artifact": str(path), "kind": "tensorrt-engine", "size_bytes": path.stat().st_size, **facts}
+    if not isinstance(facts, dict):
+        raise BadInputError(f"{sidecar} is not an lndeploy engine sidecar (a JSON object)")
+    recorded = (facts.get("engine") or {}).get("size_bytes")
+    if recorded is not None and recorded != info["size_bytes"]:
+        info["note"] = (f"the sidecar describes another engine ({recorded} bytes, this file has "
+                        f"{info['size_bytes']}): rebuild it, or the facts below are not this engine's")
+    return {**info, **facts}
 
 
 def inspect_onnx(model, name: str = "") -> dict:
@@ -46,8 +70,8 @@ def inspect_onnx(model, name: str = "") -> dict:
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [_value(v) for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}],
         "outputs": [_value(v) for v in model.graph.output],
-        "normalization_nodes": [_norm_node(n, g is not model.graph) for g in graphs for n in g.node
-                                if n.op_type in _NORM_OPS],
+        "normalization_nodes": [_norm_node(n, where) for g, where in _graphs_with_owner(model.graph)
+                                for n in g.node if n.op_type in _NORM_OPS],
         "precision": _precision(model, graphs),
         "plugins": sorted({f"{n.domain}::{n.op_type}" for g in graphs for n in g.node
                            if n.domain not in ("", "ai.onnx", "com.microsoft")}),
@@ -73,14 +97,28 @@ def _value(value) -> dict:
             "dynamic": [i for i, d in enumerate(dims) if isinstance(d, str)]}
 
 
-def _norm_node(node, in_subgraph: bool) -> dict:
+def _graphs_with_owner(graph, owner: str | None = None):
+    """(graph, owner) for the main graph (owner None) and every subgraph, owner being e.g. "Scan body"
+    or "If then_branch": an LN inside an If is not in a loop, and TensorRT treats the two differently."""
+    import onnx
+
+    yield graph, owner
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subs:
+                yield from _graphs_with_owner(sub, f"{node.op_type} {attr.name}")
+
+
+def _norm_node(node, owner: str | None) -> dict:
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items() if k != "body"}
     form = "plugin" if plugin_spec.is_plugin_node(node) else "native"
-    return {"name": node.name, "op_type": node.op_type, "form": form, "in_subgraph": in_subgraph,
-            "attributes": attrs, "inputs": list(node.input)}
+    return {"name": node.name, "op_type": node.op_type, "form": form, "in_subgraph": owner is not None,
+            "subgraph_of": owner, "attributes": attrs, "inputs": list(node.input),
+            "outputs": list(node.output)}
 
 
 def _precision(model, graphs) -> dict:
@@ -90,20 +128,26 @@ def _precision(model, graphs) -> dict:
     weights = collections.Counter(_ELEM.get(i.data_type, str(i.data_type)) for g in graphs for i in g.initializer)
     elements = collections.Counter()
     for g in graphs:
-        for init in g.initializer:
+        constants = [a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+        for init in list(g.initializer) + constants:  # older exporters keep weights in Constant nodes
             kind = _ELEM.get(init.data_type)
-            if kind in ("fp32", "fp16", "bf16"):
+            if kind in _FLOATS:
                 count = 1
                 for d in init.dims:
                     count *= d
                 elements[kind] += count
+    io_floats = collections.Counter(_ELEM.get(v.type.tensor_type.elem_type) for v in
+                                    list(model.graph.input) + list(model.graph.output))
+    io_floats = {k: n for k, n in io_floats.items() if k in _FLOATS}
     casts = collections.Counter()
     for g in graphs:
         for n in g.node:
             if n.op_type == "Cast":
                 to = next((a.i for a in n.attribute if a.name == "to"), None)
                 casts[_ELEM.get(to, str(to))] += 1
-    main = max(elements, key=elements.get) if elements else "fp32"
+    # no float weights (scale and bias as graph inputs, as in ONNX's own LN test models): the I/O types say it
+    counts = elements or io_floats
+    main = max(counts, key=counts.get) if counts else "fp32"
     return {"weights": dict(weights), "weight_elements": dict(elements), "casts_to": dict(casts), "dominant": main}
 
 
@@ -125,10 +169,11 @@ def artifact_form(path) -> dict:
                 "opset": (facts.get("source_onnx") or {}).get("opset")}
     from lndeploy.onnxfile import load_model
 
-    model = load_model(path)
+    model = load_model(path, load_external_data=False)
     graphs = list(plugin_spec.iter_graphs(model.graph))
+    dominant = _precision(model, graphs)["dominant"]
     return {"ln": "plugin" if plugin_spec.plugin_nodes(model) else "native",
-            "precision": _precision(model, graphs)["dominant"],
+            "precision": dominant if dominant in ("fp32", "fp16", "bf16") else None,
             "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)}
 
 
@@ -148,16 +193,24 @@ def format_text(info: dict) -> str:
     for role in ("inputs", "outputs"):
         for v in info[role]:
             lines.append(f"  {role[:-1]} {v['name']}: {v['dtype']} {v['shape']}")
+    # '?' is a dim with neither a size nor a name: dynamic, but not tied to any other dim
+    dynamic = list(dict.fromkeys(v["shape"][i] if v["shape"][i] != "?" else f"{v['name']}[{i}] (unnamed)"
+                                 for v in info["inputs"] for i in v["dynamic"]))
+    lines.append(f"  dynamic dims: {', '.join(dynamic) if dynamic else 'none (static shapes)'}")
     norms = info["normalization_nodes"]
     lines.append(f"  normalization nodes: {len(norms)}")
     for n in norms:
-        where = " (in loop body)" if n["in_subgraph"] else ""
+        where = f" (in {n['subgraph_of']})" if n.get("subgraph_of") else ""
+        stats = [name for name, out in zip(("Mean", "InvStdDev"), n.get("outputs", [])[1:]) if out]
+        extra = f", also outputs {' and '.join(stats)}" if stats and n["op_type"] == "LayerNormalization" else ""
         lines.append(f"    {n['op_type']} [{n['form']}] axis={n['attributes'].get('axis', -1)} "
-                     f"epsilon={n['attributes'].get('epsilon', 1e-5):g}{where}")
+                     f"epsilon={n['attributes'].get('epsilon', 1e-5):g}{extra}{where}")
     lines.append(f"  precision: {info['precision']['dominant']} weights {info['precision']['weights']}")
     lines.append(f"  plugins: {', '.join(info['plugins']) or 'none'}")
     if info.get("primitive_norm_hint"):
         lines.append(f"  hint: {info['primitive_norm_hint']}")
     if info["loops"]:
         lines.append(f"  loops: {', '.join(info['loops'])}")
+    for side in info.get("external_data", []):
+        lines.append(f"  external data: {side['file']}{'' if side['present'] else ' (MISSING)'}")
     return "\n".join(lines)

@@ -17,20 +17,61 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
     from google.protobuf.message import DecodeError
 
     path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"{path} is a directory, not an ONNX file")
     if not path.is_file():
         raise BadInputError(f"ONNX file not found: {path}")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
+        # format="protobuf": onnx.load otherwise picks a JSON or text parser from the suffix (.json, .txt)
+        model = onnx.load(str(path), format="protobuf", load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as err:
         raise BadInputError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
     if not model.graph.node and not model.graph.output:
         raise BadInputError(f"{path} is not a readable ONNX file (empty or truncated graph)")
+    side_files = external_data_files(model)
     try:
-        onnx.checker.check_model(model, full_check=False)
+        # with side files, the checker is given the path: it then finds them beside the model (given
+        # a ModelProto it looks in the current folder), and it never needs the weights in memory
+        onnx.checker.check_model(str(path) if side_files else model, full_check=False)
     except Exception as err:  # onnx raises several unrelated types here
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        missing = [f for f in side_files if not (path.parent / f).is_file()]
+        if missing:
+            raise BadInputError(f"{path} keeps its weights in {missing[0]}, which is not beside it "
+                                f"({path.parent / missing[0]} not found): copy the two files together") from err
         raise BadInputError(f"{path} is not a valid ONNX model: {first}") from err
+    if load_external_data and side_files:
+        _load_external_data(model, path)
     return model
+
+
+def external_data_files(model) -> list[str]:
+    """The side files (relative locations) that hold some of ``model``'s tensors, in first-use order."""
+    from lndeploy import plugin_spec
+
+    files = []
+    for graph in plugin_spec.iter_graphs(model.graph):
+        tensors = list(graph.initializer)
+        for node in graph.node:  # Constant values and other tensor attributes may be external too
+            for attr in node.attribute:
+                tensors += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+        for tensor in tensors:
+            if tensor.data_location == 1:  # TensorProto.EXTERNAL
+                location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+                if location not in files:
+                    files.append(location)
+    return files
+
+
+def _load_external_data(model, path: Path) -> None:
+    """Read the side files, which live beside the model whatever the current folder is."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as err:  # onnx raises ValidationError, OSError or ValueError here
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"{path}: cannot read its external weights ({text})") from err
 
 
 def save_model(model, path: str | os.PathLike) -> None:
