@@ -42,17 +42,28 @@ def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
             raise BadInputError(f"{len(inputs)} inputs given, the model takes {len(names)}: {names}")
         items = zip(names, inputs)
     by_name = {m.name: m for m in metas}
-    feed = {}
+    feed, named_sizes = {}, {}
     for name, value in items:
-        array = _to_numpy(value)
+        array = _to_numpy(value, name)
         meta = by_name[name]
         if len(array.shape) != len(meta.shape):
             raise BadInputError(f"input {name!r} has rank {array.ndim}, the model expects shape {meta.shape}")
         for i, (got, want) in enumerate(zip(array.shape, meta.shape)):
             if isinstance(want, int) and got != want:
                 raise BadInputError(f"input {name!r} dim {i} is {got}, the model expects {want}")
+            if isinstance(want, str):
+                _check_named_dim(named_sizes, want, got, name, i)
         feed[name] = _cast(array, meta, name)
     return feed
+
+
+def _check_named_dim(seen: dict, label: str, size: int, name: str, index: int) -> None:
+    """In ONNX, dims that share a name have one size; a mismatch would surface as a runtime's
+    broadcast or reshape error deep in the graph, so it is named here, at the inputs."""
+    first = seen.setdefault(label, (size, name, index))
+    if first[0] != size:
+        raise BadInputError(f"input {name!r} dim {index} ({label}) is {size}, but input {first[1]!r} dim "
+                            f"{first[2]} ({label}) is {first[0]}: dims named alike must be equal")
 
 
 def _is_array(value) -> bool:
@@ -64,12 +75,27 @@ def _cast(array: np.ndarray, meta: TensorMeta, name: str) -> np.ndarray:
     (token ids would be truncated silently)."""
     if meta.dtype is None or array.dtype == meta.dtype:
         return array
-    if array.dtype.kind == "f" and meta.dtype.kind in "iub":
+    lossy = (array.dtype.kind == "f" or _is_bf16(array.dtype)) and meta.dtype.kind in "iub"
+    if lossy or (array.dtype.kind == "c" and meta.dtype.kind != "c"):
         raise BadInputError(f"input {name!r} is {array.dtype}, the model expects {meta.dtype}")
     return array.astype(meta.dtype)
 
 
-def _to_numpy(value) -> np.ndarray:
+def _is_bf16(dtype) -> bool:
+    return dtype.name == "bfloat16"  # ml_dtypes' numpy type (numpy has none)
+
+
+def _to_numpy(value, name: str) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":  # torch cannot hand bf16 to numpy: pass the bits
+            import ml_dtypes
+            import torch
+
+            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return tensor.numpy()
+    array = np.asarray(value)
+    if array.dtype.kind not in "biufc" and not _is_bf16(array.dtype):  # str, None, objects
+        raise BadInputError(f"input {name!r} is a {type(value).__name__} ({array.dtype}), not a numeric array: "
+                            f"give a numpy array or a torch tensor")
+    return array

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 
 from lndeploy import plugin_spec
 from lndeploy.backends import TensorMeta, normalize_feed
@@ -40,8 +41,8 @@ def default_providers() -> list[str]:
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
 
 
-def _model_bytes(model) -> bytes:
-    """Serialized model ready for ORT: a path or a ModelProto; plugin nodes get their reference."""
+def _load(model):
+    """A path or a ModelProto -> a ModelProto whose plugin nodes have their reference function."""
     import onnx
 
     if isinstance(model, (str, os.PathLike)):
@@ -52,7 +53,36 @@ def _model_bytes(model) -> bytes:
         raise BadInputError(f"expected an ONNX model or a path, got {type(model).__name__}")
     if plugin_spec.plugin_nodes(model):
         model = plugin_spec.with_reference_functions(model)
-    return model.SerializeToString()
+    return model
+
+
+_IR_REFUSED = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def _lower_ir_version(model, err: Exception):
+    """A copy of ``model`` at the highest IR version this ORT reads, or None where that would be wrong.
+
+    onnx 1.23 writes IR version 14 by default (``helper.make_model``), which ORT 1.31 refuses although
+    the model uses nothing newer than opset 17: the IR version only bounds which features a file *may*
+    use. Lowered only when the model's opsets need no newer IR (``find_min_ir_version_for``); a model
+    that really uses a newer type still fails, on that type, with ORT's own message.
+    """
+    import onnx
+
+    found = _IR_REFUSED.search(str(err))
+    if not found:
+        return None
+    ceiling = int(found.group(2))
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except Exception:  # an opset onnx does not know: do not guess
+        return None
+    if needed > ceiling:
+        return None
+    lowered = onnx.ModelProto()
+    lowered.CopyFrom(model)
+    lowered.ir_version = ceiling
+    return lowered
 
 
 def make_inference_session(model, providers=None, threads: int | None = None, disabled_optimizers=None):
@@ -64,17 +94,30 @@ def make_inference_session(model, providers=None, threads: int | None = None, di
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(_model_bytes(model), options, providers=providers or default_providers(),
+    model = _load(model)
+
+    def create(proto):
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers or default_providers(),
                                     disabled_optimizers=list(disabled_optimizers or ()))
+
+    try:
+        try:
+            return create(model)
+        except Exception as err:
+            lowered = _lower_ir_version(model, err)
+            if lowered is None:
+                raise
+            return create(lowered)
     except Exception as err:
-        if isinstance(err, BadInputError):
-            raise
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "NOT_IMPLEMENTED" in str(err):
-            # a valid model that this ORT build has no kernel for (e.g. bf16 MatMul on the CPU)
-            raise UnavailableError(f"ONNX Runtime here has no kernel for this model ({text}); "
-                                   f"try --backend onnx-reference") from err
+        too_new = _IR_REFUSED.search(str(err))
+        if "NOT_IMPLEMENTED" in str(err) or too_new:
+            # a valid model that this ORT build cannot run (e.g. bf16 MatMul on the CPU, a newer IR)
+            reason = (f"ONNX Runtime {ort.__version__} reads IR versions up to {too_new.group(2)}, and the model "
+                      f"needs {too_new.group(1)}" if too_new else f"ONNX Runtime here has no kernel for this model ({text})")
+            error = UnavailableError(f"{reason}; try --backend onnx-reference")
+            error.reason = reason  # without the hint, for callers (bench) that have no such option
+            raise error from err
         raise BadInputError(f"ONNX Runtime cannot load the model: {text}") from err
 
 
@@ -87,6 +130,9 @@ class OrtSession:
         self.session = make_inference_session(model, providers, threads, disabled_optimizers)
         self.inputs = [_meta(i) for i in self.session.get_inputs()]
         self.outputs = [_meta(o) for o in self.session.get_outputs()]
+        # bf16 tensors cannot cross ORT's numpy bridge: such a session runs on OrtValues
+        self.needs_ort_values = any(m.dtype is not None and m.dtype.name == "bfloat16"
+                                    for m in self.inputs + self.outputs)
 
     @property
     def provider(self) -> str:
@@ -98,6 +144,8 @@ class OrtSession:
         feed = normalize_feed(inputs, self.inputs)
         names = [o.name for o in self.outputs]
         try:
+            if self.needs_ort_values:
+                return dict(zip(names, _run_ort_values(self.session, names, feed)))
             values = self.session.run(names, feed)
         except Exception as err:
             text = str(err).strip().splitlines()[0]
@@ -105,9 +153,52 @@ class OrtSession:
         return {n: np.asarray(v) for n, v in zip(names, values)}
 
 
+def _run_ort_values(session, names: list, feed: dict) -> list:
+    """Run with bf16 tensors, which ORT's numpy bridge refuses both ways ("Numpy_type 256 can't be
+    converted", "No corresponding Numpy type"): bf16 goes in as its 16-bit pattern tagged BFLOAT16
+    and comes out copied from the output's CPU buffer (ml_dtypes' bfloat16 has the same layout)."""
+    import ctypes
+
+    import ml_dtypes
+    import numpy as np
+
+    out = []
+    for value in session.run_with_ort_values(names, ort_values(feed)):
+        if value.data_type() != "tensor(bfloat16)":
+            out.append(value.numpy())
+            continue
+        shape = tuple(value.shape())
+        count = int(np.prod(shape, dtype=np.int64))
+        buffer = (ctypes.c_uint16 * count).from_address(value.data_ptr()) if count else []
+        out.append(np.array(buffer, dtype=np.uint16).reshape(shape).view(ml_dtypes.bfloat16))
+    return out
+
+
+def ort_values(feed: dict) -> dict:
+    """name -> OrtValue; bf16 arrays (ml_dtypes) as their bit pattern tagged BFLOAT16. The numpy
+    arrays kept here must outlive the OrtValues, which share their memory."""
+    import ml_dtypes
+    import numpy as np
+    import onnxruntime as ort
+
+    values = {}
+    for name, array in feed.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype == ml_dtypes.bfloat16:
+            values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array.view(np.uint16),
+                                                                           onnx_element_type=16)  # BFLOAT16
+        else:
+            values[name] = ort.OrtValue.ortvalue_from_numpy(array)
+    return values
+
+
 def _meta(arg) -> TensorMeta:
     import numpy as np
 
     dtype = _ORT_TYPES.get(arg.type)
+    if arg.type == "tensor(bfloat16)":
+        import ml_dtypes
+
+        dtype = ml_dtypes.bfloat16
     shape = tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or ()))
     return TensorMeta(arg.name, np.dtype(dtype) if dtype else None, shape)

@@ -106,7 +106,10 @@ def _make_runners(tgt, chosen: list, explicit: bool, threads: int, tuned: bool, 
     for name in chosen:
         if log:
             log(f"preparing {name}")
-        made = _make_runner(name, tgt, threads, tuned, workdir)
+        try:
+            made = _make_runner(name, tgt, threads, tuned, workdir)
+        except UnavailableError as err:  # e.g. no ORT kernel for a bf16 graph: the others may still run
+            made = runners.Skipped(name, getattr(err, "reason", str(err)))
         if isinstance(made, runners.Skipped):
             if explicit:
                 error = BadInputError if made.name == "pytorch" else UnavailableError

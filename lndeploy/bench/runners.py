@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lndeploy.backends import normalize_feed
+
 BACKENDS = ("pytorch", "onnxruntime", "onnxruntime-fused", "onnxruntime-plugin", "tensorrt")
 
 
@@ -109,7 +111,14 @@ class OrtRunner(Runner):
         return {name: feed[name] for name in self.input_names}
 
     def bind(self, feed: dict):
-        run, names, inputs = self.session.session.run, self.output_names, self._feed(feed)
+        names, inputs = self.output_names, self._feed(feed)
+        if self.session.needs_ort_values:  # bf16: ORT's numpy bridge refuses it; OrtValues made once
+            from lndeploy.backends.onnxruntime import ort_values
+
+            arrays = normalize_feed(inputs, self.session.inputs)
+            run_values, values = self.session.session.run_with_ort_values, ort_values(arrays)
+            return lambda: (arrays, run_values(names, values))  # arrays: keeps the shared memory alive
+        run = self.session.session.run
         return lambda: run(names, inputs)
 
     def outputs(self, feed: dict) -> list:
