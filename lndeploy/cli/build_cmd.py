@@ -15,8 +15,8 @@ RUNTIME_CHOICES = ["auto", "tensorrt", "tensorrt-rtx"]
               help="tensorrt (full TensorRT, needs a GPU), tensorrt-rtx (builds without a GPU), or auto: "
                    "full TensorRT if installed, else TensorRT-RTX.")
 @click.option("--shapes", "shape_items", multiple=True, metavar="NAME:MIN,OPT,MAX",
-              help="Size range of a dynamic dim (batch:1,8,32) or an input (x:1x16,4x16,8x16). Repeatable. "
-                   "Default: min 1, opt = max = 8 for batch dims and 64 for others.")
+              help="Size range of a dynamic dim (batch:1,8,32) or an input (x:1x16,4x16,8x16); one size fixes it "
+                   "(x:4x16). Repeatable. Default: min 1, opt = max = 8 for batch dims and 64 for others.")
 @click.option("--model", "model_ref", metavar="MODEL",
               help="The model file the ONNX came from: its example input sizes become the opt sizes "
                    "(loading it executes its code).")

@@ -85,7 +85,7 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
     if serialized is None:
         errors = parsed.logger.errors()[-3:]
         raise BadInputError(f"{rt.label} could not build an engine from {onnx_path}: "
-                            f"{net.one_line(errors[-1]) if errors else 'no reason given'}")
+                            f"{net.one_line(errors[-1]) if errors else 'no reason given'}{_profile_hint(profile)}")
     layers = parsed.layers()
     facts = _facts(onnx_path, parsed, rt, targets, profile, layers, seconds,
                    sidecar.parse_engine_layers(parsed.logger.messages[mark:]))
@@ -95,6 +95,15 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
     return BuildResult(str(output), str(sidecar.sidecar_path(output)), rt.name, rt.version, targets, profile,
                        facts["precision"], facts["network"], facts["engine_layers"], seconds,
                        facts["engine"]["size_bytes"], notes, facts)
+
+
+def _profile_hint(profile: dict) -> str:
+    """The profile a failed build used: a model whose graph fixes a size it declares dynamic (a
+    reshape to the export's length) fails only at the default sizes, and --shapes is the way out."""
+    if not profile["dims"]:
+        return ""
+    ranges = ", ".join(f"{k} {v[0]}..{v[2]} (opt {v[1]})" for k, v in profile["dims"].items())
+    return f" [profile used: {ranges}; set sizes with --shapes NAME:MIN,OPT,MAX]"
 
 
 def _examples(model) -> dict:
@@ -134,7 +143,7 @@ def parse_arch(arch, supported) -> list[str]:
                                 f"choose from {', '.join(supported)} or current")
         out.append(name)
     if not out:
-        raise BadInputError("--arch is empty")
+        raise BadInputError("--arch is empty; name compute capabilities, e.g. --arch sm86,sm120")
     return list(dict.fromkeys(out))
 
 
@@ -142,7 +151,8 @@ def _set_rtx_targets(rt, config, arch) -> dict:
     members = rt.trt.ComputeCapability.__members__
     supported = [k.lower() for k in members if k.startswith("SM")]
     gpu = cuda_gpu()
-    archs = parse_arch(arch, supported) if arch else ([f"sm{gpu['sm']}"] if gpu else list(DEFAULT_RTX_ARCHS))
+    default = [f"sm{gpu['sm']}"] if gpu else list(DEFAULT_RTX_ARCHS)
+    archs = parse_arch(arch, supported) if arch is not None else default  # --arch "" is an error, not the default
     if "current" in archs:
         if gpu is None:
             raise UnavailableError("--arch current needs a GPU; name the compute capabilities instead "

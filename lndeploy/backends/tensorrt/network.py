@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lndeploy import plugin_spec
 from lndeploy.backends.tensorrt.runtime import Runtime, load
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, UnavailableError
 
 DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
                "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8", "INT4": "int4",
@@ -90,6 +90,11 @@ def prepare_model(onnx_path, runtime: Runtime):
         model.functions.extend(kept)
         changed = True
         notes.append("dropped the model-local CPU reference function of the plugin op (TensorRT uses the plugin)")
+    trimmed = drop_unused_ln_statistics(model)
+    if trimmed:
+        changed = True
+        notes.append(f"{trimmed} LayerNormalization node(s) declared Mean/InvStdDev outputs that nothing reads: "
+                     "dropped (TensorRT's parser accepts only Y)")
     nodes = plugin_spec.plugin_nodes(model)
     if nodes and not runtime.is_rtx:
         for node in nodes:
@@ -99,6 +104,32 @@ def prepare_model(onnx_path, runtime: Runtime):
                 node.attribute.append(onnx.helper.make_attribute("aot", 1))
                 changed = True
     return model, changed, notes
+
+
+def drop_unused_ln_statistics(model) -> int:
+    """Empty the optional Mean/InvStdDev outputs of LayerNormalization nodes where nothing reads them.
+
+    Some exporters declare all three outputs even when only Y is used; TensorRT's parser refuses any
+    LN node with a non-empty second or third output name. Names read by a node of any graph (a
+    subgraph may read an outer name) or listed as graph outputs count as used. Returns the count.
+    """
+    used = set()
+    for graph in plugin_spec.iter_graphs(model.graph):
+        used.update(o.name for o in graph.output)
+        for node in graph.node:
+            used.update(node.input)
+    trimmed = 0
+    for graph in plugin_spec.iter_graphs(model.graph):
+        for node in graph.node:
+            if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx") or len(node.output) < 2:
+                continue
+            keep = list(node.output)
+            while len(keep) > 1 and (not keep[-1] or keep[-1] not in used):
+                keep.pop()
+            if len(keep) < len(node.output):
+                del node.output[len(keep):]
+                trimmed += 1
+    return trimmed
 
 
 def parse_network(onnx_path, runtime: str | Runtime | None = None, *, verbose: bool = False) -> ParsedNetwork:
@@ -121,7 +152,10 @@ def parse_network(onnx_path, runtime: str | Runtime | None = None, *, verbose: b
     else:
         ok = parser.parse_from_file(path)
     if not ok:
-        raise BadInputError(f"{rt.label}'s ONNX parser rejected {onnx_path}: {_parser_error(parser, logger)}")
+        reason, unsupported = _parser_error(parser, logger)
+        if unsupported:  # a valid ONNX model (the checker passed) that this runtime cannot run: exit 3
+            raise UnavailableError(f"{rt.label} {rt.version} does not support {onnx_path}: {reason}")
+        raise BadInputError(f"{rt.label}'s ONNX parser rejected {onnx_path}: {reason}")
     return ParsedNetwork(rt, builder, network, parser, logger, model, count, notes)
 
 
@@ -137,13 +171,20 @@ def _network_flags(trt, plugins: bool) -> int:
     return flags
 
 
-def _parser_error(parser, logger) -> str:
+def _parser_error(parser, logger) -> tuple[str, bool]:
+    """The first parser error as one line, and whether it is an ``UNSUPPORTED_*`` code (the model is
+    valid, this runtime lacks the feature) rather than an invalid graph."""
     for i in range(parser.num_errors):
         err = parser.get_error(i)
-        where = f"node {err.node_name()!r} ({err.node_operator()})" if err.node_name() else "the model"
-        return f"{where}: {one_line(err.desc())}"
+        if err.node_name():
+            where = f"node {err.node_name()!r} ({err.node_operator()})"
+        elif err.node_operator():  # exporters often leave names empty: the index still finds the node
+            where = f"node #{err.node()} ({err.node_operator()})"
+        else:
+            where = "the model"
+        return f"{where}: {one_line(err.desc())}", err.code().name.startswith("UNSUPPORTED")
     errors = logger.errors()
-    return one_line(errors[0]) if errors else "no reason given"
+    return (one_line(errors[0]) if errors else "no reason given"), False
 
 
 def network_layers(network) -> list[LayerInfo]:

@@ -8,7 +8,7 @@ Ranges, per dim::
 
     default            min 1, opt = max = 8 for batch dims (named like "batch", or dim 0), 64 for others
     model example      min 1, opt = example size, max = max(example size, default max)
-    --shapes override  exactly what is given, 1 <= min <= opt <= max
+    --shapes override  exactly what is given, 1 <= min <= opt <= max (one size: min = opt = max)
 
 The default max covers the sizes ``lndeploy check`` feeds (batch 1 and 3, other dims 1, 7 and 64).
 """
@@ -65,13 +65,17 @@ def default_range(label: str, index: int) -> tuple[int, int, int]:
 
 
 def parse_shapes_option(values) -> dict:
-    """CLI ``NAME:MIN,OPT,MAX`` items -> {NAME: (min, opt, max)}; each of the three is ``N`` or ``AxBxC``."""
+    """CLI ``NAME:MIN,OPT,MAX`` items -> {NAME: (min, opt, max)}; each of the three is ``N`` or ``AxBxC``.
+    ``NAME:SIZE`` alone fixes the size (min = opt = max), as trtexec's ``--shapes`` does."""
     out = {}
     for item in values or ():
         name, sep, spec = str(item).rpartition(":")
         parts = spec.split(",")
+        if len(parts) == 1:
+            parts = parts * 3
         if not sep or not name or len(parts) != 3:
-            raise BadInputError(f"--shapes {item!r}: expected NAME:MIN,OPT,MAX (e.g. batch:1,8,32 or x:1x16,4x16,8x16)")
+            raise BadInputError(f"--shapes {item!r}: expected NAME:MIN,OPT,MAX or NAME:SIZE "
+                                f"(e.g. batch:1,8,32, x:1x16,4x16,8x16 or x:4x16)")
         try:
             triple = tuple(_size(p) for p in parts)
         except ValueError:

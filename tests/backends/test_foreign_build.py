@@ -1,0 +1,70 @@
+"""``lndeploy build`` (TensorRT-RTX, on the CPU) and ``inspect`` of engines, on ONNX files lndeploy did
+not write. Three builds in all; the others stop before the builder runs."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.backends import foreign_models as fm
+from tests.passes.onnx_node_cases import layer_norm_cases
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx)")
+
+RTX = ("--runtime", "tensorrt-rtx", "--arch", "sm86", "--no-progress")
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.code == code, (result.code, result.out, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lndeploy: error:"), result.err
+    return lines[0]
+
+
+def test_ln_statistics_tensorrt_cannot_compute_are_exit_3_naming_the_node(tmp_path, run_cli):
+    import onnx
+
+    cases, why = layer_norm_cases()
+    if not cases:
+        pytest.skip(why)
+    case = cases["test_layer_normalization_4d_axis1"]
+    path = tmp_path / "case.onnx"
+    onnx.save(case.model, str(path))
+    line = one_line_error(run_cli("build", path, "-o", tmp_path / "m.engine", *RTX), 3)
+    # a valid model this runtime cannot run (its Mean/InvStdDev are graph outputs): not bad input.
+    # ONNX's test nodes have no names: the index finds the node ("the model" said nothing)
+    assert "does not support" in line and "node #0 (LayerNormalization)" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.onnx"]
+
+
+def test_declared_but_unused_ln_statistics_are_dropped_and_one_size_fixes_a_dim(tmp_path, run_cli):
+    path = fm.layer_norm(tmp_path / "m.onnx", outputs=("y", "mean", "inv_std"))
+    engine = tmp_path / "m.engine"
+    result = run_cli("build", path, "-o", engine, "--shapes", "x:4x16", *RTX)  # trtexec's --shapes form
+    assert result.code == 0, result.err
+    assert "Mean/InvStdDev outputs that nothing reads: dropped" in result.out
+    assert "profile: batch 4..4 (opt 4)" in result.out
+    assert "1 x NORMALIZATION (float32->float32)" in result.out
+
+    # an engine without its sidecar (as trtexec writes it) is still inspected, from its own header
+    bare = tmp_path / "bare.engine"
+    shutil.copy(engine, bare)
+    result = run_cli("inspect", bare)
+    assert result.code == 0, result.err  # was exit 2: "not built by lndeploy build"
+    assert 'header: "TensorRT-RTX"' in result.out and "no sidecar bare.engine.json" in result.out
+
+
+def test_a_failed_build_names_the_profile_it_used(tmp_path, run_cli):
+    path = fm.fixed_reshape(tmp_path / "m.onnx")
+    line = one_line_error(run_cli("build", path, "-o", tmp_path / "m.engine", *RTX), 2)
+    assert "[profile used: batch 1..8 (opt 8); set sizes with --shapes" in line, line
+    result = run_cli("build", path, "-o", tmp_path / "m.engine", "--shapes", "batch:2", *RTX)
+    assert result.code == 0, result.err
+
+
+def test_an_empty_arch_is_refused_not_defaulted(tmp_path, run_cli):
+    path = fm.layer_norm(tmp_path / "m.onnx")
+    line = one_line_error(run_cli("build", path, "-o", tmp_path / "m.engine", "--runtime", "tensorrt-rtx",
+                                  "--arch", ""), 2)
+    assert "--arch is empty" in line
