@@ -14,19 +14,14 @@ MIN_OPSET = 17  # the first opset with LayerNormalization
 
 
 def output_names(spec: ModelSpec) -> list[str]:
-    """Names for the model's outputs: ``output`` for one tensor, ``output_0..`` for several,
-    or the keys of a returned dict."""
+    """Names for the model's outputs (``lndeploy.export.outputs``): ``output`` for one tensor,
+    ``output_0..`` for several, the keys of a returned dict or ``ModelOutput``."""
     import torch
-    import torch.utils._pytree as pytree
+
+    from lndeploy.export import outputs
 
     with torch.inference_mode():
-        result = spec.call(spec.inputs)
-    if isinstance(result, dict):
-        return [str(k) for k in result]
-    leaves = pytree.tree_leaves(result)
-    if len(leaves) == 1:
-        return ["output"]
-    return [f"output_{i}" for i in range(len(leaves))]
+        return outputs.output_names(spec.call(spec.inputs))
 
 
 def dynamic_shapes(spec: ModelSpec) -> dict:

@@ -104,12 +104,10 @@ def _session(model, precision: str):
 
 
 def flatten_outputs(result) -> list[np.ndarray]:
-    import torch
-    import torch.utils._pytree as pytree
+    """PyTorch's outputs in the exporter's order (``None`` left out), as float64 arrays."""
+    from lndeploy.export.outputs import output_arrays
 
-    values = result.values() if isinstance(result, dict) else pytree.tree_leaves(result)
-    return [v.detach().float().cpu().numpy().astype(np.float64) if isinstance(v, torch.Tensor) else np.asarray(v)
-            for v in values]
+    return output_arrays(result)
 
 
 def verify(model, spec: ModelSpec, precision: str = "fp32") -> list[VerifiedRun]:

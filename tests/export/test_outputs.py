@@ -1,0 +1,58 @@
+"""Outputs of any structure: tensors are paired with the exported graph's outputs in the exporter's
+order (None left out), dicts name them, other leaves are refused with where they occur."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lndeploy import Session
+from lndeploy.check import check
+from lndeploy.errors import BadInputError
+from lndeploy.export import export
+
+
+class Returns(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.ln = nn.LayerNorm(16)
+        self.shape = shape
+
+    def forward(self, x):
+        a = self.ln(x)
+        if self.shape == "none_first":
+            return None, a * 3
+        if self.shape == "nested_dict":
+            return {"z": a * 2, "a": a, "inner": {"q": a + 1}}
+        if self.shape == "tuple_in_dict":
+            return {"last": a, "hidden": (x, a - 1)}
+        return a, 3  # "python_int"
+
+
+def exported(tmp_path, shape):
+    x = torch.randn(2, 16)
+    return export(Returns(shape), tmp_path / "m.onnx", example_inputs=(x,)), x
+
+
+def test_none_before_a_tensor_is_left_out_and_the_tensor_compared(tmp_path):
+    result, x = exported(tmp_path, "none_first")
+    assert [o.name for o in result.model.graph.output] == ["output"]
+    got = Session(tmp_path / "m.onnx").run([x])["output"]
+    assert np.max(np.abs(got - 3 * nn.functional.layer_norm(x, (16,)).numpy())) < 1e-5
+    assert all(err < 1e-5 for run in result.verification for err in run.max_abs.values())
+
+
+@pytest.mark.parametrize("shape, names", [("nested_dict", ["z", "a", "inner.q"]),
+                                          ("tuple_in_dict", ["last", "hidden.0", "hidden.1"])])
+def test_nested_outputs_are_named_by_their_path_and_all_checked(tmp_path, shape, names):
+    result, x = exported(tmp_path, shape)
+    assert [o.name for o in result.model.graph.output] == names
+    outcome = check(Returns(shape), onnx=tmp_path / "m.onnx", example_inputs=(x,))
+    assert outcome.passed and list(outcome.outputs) == names
+    assert all(stats["max_abs"] < 1e-5 for stats in outcome.outputs.values())
+
+
+def test_a_python_number_output_is_bad_input_naming_it(tmp_path):
+    with pytest.raises(BadInputError, match="returns an int at output output_1"):
+        exported(tmp_path, "python_int")
+    assert not (tmp_path / "m.onnx").exists()
