@@ -91,6 +91,13 @@ def _primitive_norm_hint(ops) -> str | None:
 
 
 def _value(value) -> dict:
+    from lndeploy.onnxfile import value_kind
+
+    kind = value_kind(value)
+    if kind != "tensor":  # e.g. a sequence of tensors from a scripted loop: no dims of its own
+        inner = value.type.sequence_type.elem_type.tensor_type.elem_type if kind == "sequence" else None
+        label = f"sequence<{_ELEM.get(inner, inner)}>" if inner else kind
+        return {"name": value.name, "dtype": label, "shape": [], "dynamic": [], "kind": kind}
     t = value.type.tensor_type
     dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
     return {"name": value.name, "dtype": _ELEM.get(t.elem_type, str(t.elem_type)), "shape": dims,

@@ -45,6 +45,20 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
     return model
 
 
+def value_kind(value) -> str:
+    """"tensor", "sequence", "map", "optional" or "sparse_tensor": what an ONNX graph input holds."""
+    kind = value.type.WhichOneof("value")
+    return {"tensor_type": "tensor", "sequence_type": "sequence", "map_type": "map",
+            "optional_type": "optional", "sparse_tensor_type": "sparse_tensor"}.get(kind, str(kind))
+
+
+def non_tensor_inputs(model) -> list[tuple[str, str]]:
+    """(name, kind) of the graph inputs that are not tensors (sequences from scripted loops, maps...)."""
+    weights = {t.name for t in model.graph.initializer}
+    return [(v.name, value_kind(v)) for v in model.graph.input
+            if v.name not in weights and value_kind(v) != "tensor"]
+
+
 def external_data_files(model) -> list[str]:
     """The side files (relative locations) that hold some of ``model``'s tensors, in first-use order."""
     from lndeploy import plugin_spec

@@ -16,11 +16,13 @@ BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt")
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """An input or output: ``shape`` holds ints for fixed dims and strings (or None) for dynamic ones."""
+    """An input or output: ``shape`` holds ints for fixed dims and strings (or None) for dynamic ones.
+    ``kind`` is "tensor", or e.g. "sequence" for ONNX values that are not tensors (passed as given)."""
 
     name: str
     dtype: np.dtype
     shape: tuple
+    kind: str = "tensor"
 
 
 def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
@@ -44,8 +46,11 @@ def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
     by_name = {m.name: m for m in metas}
     feed, named_sizes = {}, {}
     for name, value in items:
-        array = _to_numpy(value, name)
         meta = by_name[name]
+        if meta.kind != "tensor":  # a sequence (list of arrays), map or optional: the runtime checks it
+            feed[name] = value
+            continue
+        array = _to_numpy(value, name)
         if len(array.shape) != len(meta.shape):
             raise BadInputError(f"input {name!r} has rank {array.ndim}, the model expects shape {meta.shape}")
         for i, (got, want) in enumerate(zip(array.shape, meta.shape)):

@@ -201,4 +201,6 @@ def _meta(arg) -> TensorMeta:
 
         dtype = ml_dtypes.bfloat16
     shape = tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or ()))
-    return TensorMeta(arg.name, np.dtype(dtype) if dtype else None, shape)
+    # ORT spells types "tensor(float)", "seq(tensor(float))", "map(int64,tensor(float))", "optional(...)"
+    kind = {"tensor": "tensor", "seq": "sequence"}.get(arg.type.split("(")[0], arg.type.split("(")[0])
+    return TensorMeta(arg.name, np.dtype(dtype) if dtype else None, shape, kind)

@@ -103,7 +103,9 @@ def _meta(value) -> TensorMeta:
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else None
     dims = tensor.shape.dim if tensor.HasField("shape") else ()
     shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
-    return TensorMeta(value.name, dtype, shape)
+    from lndeploy.onnxfile import value_kind
+
+    return TensorMeta(value.name, dtype, shape, value_kind(value))
 
 
 def _first_line(err: Exception) -> str:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, UnavailableError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -47,7 +47,11 @@ def load_target(ref, workdir: str, lns: tuple, log=None) -> Target:
         from lndeploy.inputs import specs_from_onnx
         from lndeploy.onnxfile import load_model
 
+        from lndeploy.onnxfile import non_tensor_inputs
+
         model = load_model(ref)
+        for name, kind in non_tensor_inputs(model):  # there is no generator for them
+            raise UnavailableError(f"lndeploy bench generates tensor inputs only; input {name!r} is a {kind}")
         form = "plugin" if plugin_spec.plugin_nodes(model) else "native"
         return Target(kind, str(ref), specs_from_onnx(model), onnx={form: (model, str(ref))})
     if kind == "engine":

@@ -104,3 +104,14 @@ def matmul(path, dtype):
                               [helper.make_tensor_value_info("x", dtype, ["batch", 16])],
                               [helper.make_tensor_value_info("y", dtype, ["batch", 16])], [weight])
     return _save(graph, path)
+
+
+def sequence_input(path):
+    """A graph input that is a sequence of tensors (what scripted loops export), picked by index."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("SequenceAt", ["s", "i"], ["y"])], "g",
+                              [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [3]),
+                               helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    return _save(graph, path)

@@ -68,3 +68,10 @@ def test_an_empty_arch_is_refused_not_defaulted(tmp_path, run_cli):
     line = one_line_error(run_cli("build", path, "-o", tmp_path / "m.engine", "--runtime", "tensorrt-rtx",
                                   "--arch", ""), 2)
     assert "--arch is empty" in line
+
+
+def test_a_sequence_input_is_exit_3_before_the_parser(tmp_path, run_cli):
+    path = fm.sequence_input(tmp_path / "seq.onnx")
+    line = one_line_error(run_cli("build", path, "-o", tmp_path / "m.engine", *RTX), 3)
+    # the parser printed its own line first and asserted: two lines, and the reason was "the model"
+    assert "TensorRT takes tensor inputs only; input 's'" in line and "is a sequence" in line, line

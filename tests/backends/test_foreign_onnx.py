@@ -144,3 +144,15 @@ def test_torch_inputs_of_any_float_type(shared_dims):
     want = shared_dims.run({"a": a, "b_in": a.double()})["y"]  # float64 is converted
     got = shared_dims.run([a.bfloat16(), a.bfloat16()])["y"]  # bf16 cannot go through tensor.numpy()
     assert np.max(np.abs(got - want)) < 0.1
+
+
+def test_a_sequence_input_is_shown_run_and_refused_where_unsupported(tmp_path, run_cli):
+    path = fm.sequence_input(tmp_path / "seq.onnx")
+    result = run_cli("inspect", path)
+    assert result.code == 0 and "input s: sequence<fp32>" in result.out, result.out  # was "input s: 0 []"
+    items = [np.full(3, 1.0, np.float32), np.full(3, 2.0, np.float32)]
+    for backend in ("onnxruntime", "onnx-reference"):  # was "input 's' has rank 2, the model expects shape ()"
+        got = lndeploy.Session(path, backend=backend).run({"s": items, "i": np.array(1)})["y"]
+        assert np.array_equal(got, items[1]), backend
+    result = run_cli("bench", path, "--budget", "0.05")  # was exit 4: KeyError from the input generator
+    assert result.code == 3 and "input 's' is a sequence" in result.err, result.err

@@ -82,7 +82,11 @@ def prepare_model(onnx_path, runtime: Runtime):
     """
     from lndeploy.onnxfile import load_model
 
+    from lndeploy.onnxfile import non_tensor_inputs
+
     model = load_model(onnx_path)
+    for name, kind in non_tensor_inputs(model):  # the parser would assert on the type, after printing
+        raise UnavailableError(f"TensorRT takes tensor inputs only; input {name!r} of {onnx_path} is a {kind}")
     notes, changed = [], False
     kept = [f for f in model.functions if not (f.domain == plugin_spec.DOMAIN and f.name == plugin_spec.OP_TYPE)]
     if len(kept) != len(model.functions):
