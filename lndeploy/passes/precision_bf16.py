@@ -72,7 +72,7 @@ def retype_bf16(planned, source) -> None:
             if tensor.data_type == FLOAT16:
                 original = originals.get(tensor.name)
                 values = numpy_helper.to_array(original if original is not None else tensor)
-                new = numpy_helper.from_array(values.astype(np.float32).astype(ml_dtypes.bfloat16), tensor.name)
+                new = numpy_helper.from_array(to_bf16(values), tensor.name)
                 graph.initializer[index].CopyFrom(new)
         for value in itertools.chain(graph.input, graph.output, graph.value_info):
             if precision._elem(value) == FLOAT16:
@@ -81,8 +81,21 @@ def retype_bf16(planned, source) -> None:
             _retype_node_bf16(node)
 
 
-def _retype_node_bf16(node) -> None:
+def to_bf16(values):
+    """fp32 values -> bf16, finite values kept finite. Rounding to nearest takes fp32's largest
+    magnitudes (``torch.finfo(torch.float32).min``, the mask constant of ``transformers``' attention) to
+    -inf in bf16, and a fully masked softmax row of -inf is NaN where PyTorch gives a uniform row:
+    clamp to bf16's own largest finite value first, as the fp16 conversion clamps to 65504."""
     import ml_dtypes
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float32)
+    limit = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+    clamped = np.where(np.isfinite(values), np.clip(values, -limit, limit), values)
+    return clamped.astype(ml_dtypes.bfloat16)
+
+
+def _retype_node_bf16(node) -> None:
     import onnx
     from onnx import numpy_helper
 
@@ -94,5 +107,4 @@ def _retype_node_bf16(node) -> None:
         tensors = [attr.t] if attr.type == onnx.AttributeProto.TENSOR else list(attr.tensors)
         for tensor in tensors:
             if tensor.data_type == FLOAT16:
-                values = numpy_helper.to_array(tensor).astype("float32").astype(ml_dtypes.bfloat16)
-                tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+                tensor.CopyFrom(numpy_helper.from_array(to_bf16(numpy_helper.to_array(tensor)), tensor.name))
