@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
+from lndeploy.onnxfile import primitive_norm_hint
 
 _ELEM = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 7: "int64", 6: "int32", 9: "bool", 3: "int8", 2: "uint8"}
 _FLOATS = ("fp32", "fp16", "bf16", "fp64")
@@ -78,16 +79,8 @@ def inspect_onnx(model, name: str = "") -> dict:
         "local_functions": [f"{f.domain}::{f.name}" for f in model.functions],
         "op_histogram": dict(ops.most_common()),
         "loops": [op for op in ("Scan", "Loop") if ops.get(op)],
-        "primitive_norm_hint": _primitive_norm_hint(ops),
+        "primitive_norm_hint": primitive_norm_hint(ops),
     }
-
-
-def _primitive_norm_hint(ops) -> str | None:
-    """ReduceMean with Sqrt (or Pow / Reciprocal) is how LayerNorm looks when written as primitive ops."""
-    if ops.get("ReduceMean", 0) >= 2 and (ops.get("Sqrt") or ops.get("Pow") or ops.get("Reciprocal")):
-        return (f"{ops['ReduceMean']} ReduceMean nodes with Sqrt/Pow: LayerNorm or RMS norm written as "
-                f"primitive ops? `lndeploy fuse` makes each one node")
-    return None
 
 
 def _value(value) -> dict:

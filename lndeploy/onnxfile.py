@@ -108,3 +108,21 @@ def opset_version(model, domain: str = "") -> int:
         if entry.domain in (domain, "ai.onnx" if domain == "" else domain):
             return entry.version
     return 0
+
+
+def op_counts(model) -> dict[str, int]:
+    """How often each op type occurs, subgraphs (Scan/Loop/If bodies) included."""
+    import collections
+
+    from lndeploy import plugin_spec
+
+    return dict(collections.Counter(n.op_type for g in plugin_spec.iter_graphs(model.graph) for n in g.node))
+
+
+def primitive_norm_hint(ops) -> str | None:
+    """ReduceMean with Sqrt (or Pow / Reciprocal) is how LayerNorm looks when written as primitive ops
+    (older opsets, other exporters): say that ``lndeploy fuse`` makes each one node."""
+    if ops.get("ReduceMean", 0) >= 2 and (ops.get("Sqrt") or ops.get("Pow") or ops.get("Reciprocal")):
+        return (f"{ops['ReduceMean']} ReduceMean nodes with Sqrt/Pow: LayerNorm or RMS norm written as "
+                f"primitive ops? `lndeploy fuse` makes each one node")
+    return None

@@ -75,3 +75,19 @@ def test_a_sequence_input_is_exit_3_before_the_parser(tmp_path, run_cli):
     line = one_line_error(run_cli("build", path, "-o", tmp_path / "m.engine", *RTX), 3)
     # the parser printed its own line first and asserted: two lines, and the reason was "the model"
     assert "TensorRT takes tensor inputs only; input 's'" in line and "is a sequence" in line, line
+
+
+def test_layer_norm_written_as_primitive_ops_builds_with_a_fuse_hint(tmp_path, run_cli):
+    """ONNX's own expanded LN (ReduceMean/Sub/Pow/Sqrt/Div): TensorRT builds it as many layers and
+    no NORMALIZATION layer; build says `lndeploy fuse` would make each one node."""
+    import onnx
+
+    cases, why = layer_norm_cases()
+    if not cases:
+        pytest.skip(why)
+    path = tmp_path / "expanded.onnx"
+    onnx.save(cases["test_layer_normalization_2d_axis1_expanded"].model, str(path))
+    result = run_cli("build", path, "-o", tmp_path / "m.engine", *RTX)
+    assert result.code == 0, result.err
+    assert "LayerNorm layers: 0 x none" in result.out
+    assert "note: " in result.out and "`lndeploy fuse` makes each one node" in result.out

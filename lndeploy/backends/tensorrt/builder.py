@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lndeploy import plugin_spec
 from lndeploy.backends.tensorrt import network as net
 from lndeploy.backends.tensorrt import shapes as shp
 from lndeploy.backends.tensorrt import sidecar
 from lndeploy.backends.tensorrt.runtime import cuda_gpu, load, require_gpu
 from lndeploy.errors import BadInputError, UnavailableError
 from lndeploy.fileio import atomic_path, write_bytes_atomic
+from lndeploy.onnxfile import op_counts, primitive_norm_hint
 
 # Without a GPU, TensorRT-RTX cannot build for CURRENT; these cover Ampere, Ada and Blackwell RTX cards.
 DEFAULT_RTX_ARCHS = ("sm80", "sm86", "sm89", "sm120")
@@ -87,6 +89,9 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
         raise BadInputError(f"{rt.label} could not build an engine from {onnx_path}: "
                             f"{net.one_line(errors[-1]) if errors else 'no reason given'}{_profile_hint(profile)}")
     layers = parsed.layers()
+    ops = op_counts(parsed.model)
+    if not (ops.get("LayerNormalization") or ops.get(plugin_spec.OP_TYPE)) and primitive_norm_hint(ops):
+        notes.append(primitive_norm_hint(ops))  # it builds, but as a dozen layers per LayerNorm
     facts = _facts(onnx_path, parsed, rt, targets, profile, layers, seconds,
                    sidecar.parse_engine_layers(parsed.logger.messages[mark:]))
     _write(output, serialized, facts)
