@@ -81,3 +81,28 @@ def test_double_layer_norm_stays_native_and_is_reported():
     d = x - x.mean(axis=(1, 2), keepdims=True)
     want = d / np.sqrt((d * d).mean(axis=(1, 2), keepdims=True) + 1e-3) * scale
     assert float(np.max(np.abs(got - want))) <= 1e-9  # double all the way (fp32 would be ~1e-7)
+
+
+def test_bf16_model_is_verified_on_the_reference_evaluator(tmp_path):
+    """ORT's CPU provider has no bf16 MatMul (NOT_IMPLEMENTED), so `export --precision bf16` followed by
+    `fuse --to plugin` could not be verified (exit 2). Both graphs now run on ONNX's reference
+    evaluator, which computes in bf16, and the plugin node's result is compared there."""
+    from ml_dtypes import bfloat16
+
+    w = T.normal(8, 8, seed=1).astype(bfloat16)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+         helper.make_node("MatMul", ["xb", "w"], ["h"]),
+         helper.make_node("LayerNormalization", ["h", "s", "b"], ["yb"], axis=-1),
+         helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(T.normal(8, seed=2).astype(bfloat16), "s"),
+         numpy_helper.from_array(T.normal(8, seed=3).astype(bfloat16), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = fuse(model, tmp_path / "p.onnx", to="plugin")
+    assert result.counts["to_plugin"] == 1
+    verification = result.to_dict()["verification"]
+    assert verification["backend"] == "onnx-reference" and len(verification["samples"]) == 2
+    assert all(s["max_abs"]["y"] <= 1e-2 for s in verification["samples"])
+    assert (tmp_path / "p.onnx").exists()

@@ -22,11 +22,17 @@ def format_report(result) -> list[str]:
         for sample in verification["samples"]:
             where = ", ".join(f"{k}={v}" for k, v in sample["sizes"].items()) or "static shapes"
             worst = max(sample["max_abs"].values(), default=0.0)
-            lines.append(f"verified with ONNX Runtime at {where}: max abs change {worst:.3g} "
+            lines.append(f"verified with {_backend_label(verification)} at {where}: max abs change {worst:.3g} "
                          f"(fp32 tolerance {verification['tolerance']['float32']:g})")
     else:
         lines.append("not verified (--no-verify)")
     return lines
+
+
+def _backend_label(verification: dict) -> str:
+    if verification.get("backend") == "onnx-reference":
+        return "the ONNX reference evaluator (ONNX Runtime has no CPU kernel for some op types)"
+    return "ONNX Runtime"
 
 
 def _histogram_lines(before: dict, after: dict) -> list[str]:
