@@ -51,6 +51,7 @@ import itertools
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
 from lndeploy.passes.precision_bf16 import raise_opset_for_bf16, retype_bf16
+from lndeploy.passes.precision_index import index_arithmetic_nodes, names_of_unnamed
 
 PRECISIONS = ("fp16", "bf16")
 LN_OP_TYPES = ("LayerNormalization", plugin_spec.OP_TYPE)
@@ -74,9 +75,9 @@ def plan_precision(model, precision: str):
     _refuse_reduced(model)
     if plugin_spec.plugin_nodes(model):
         plugin_spec.register_schema()
-    source = prepare(model, precision)
-    planned = _convert(source)
-    _retarget_float_casts(planned.graph, _float_cast_names(source))
+    source, index_nodes = prepare(model, precision)
+    planned = _convert(source, index_nodes)
+    _retarget_float_casts(planned.graph, _float_cast_names(source) - index_nodes)
     _keep_fp32_outputs(planned.graph, {o.name for o in model.graph.output if _elem(o) == FLOAT})
     fold_cast_round_trips(planned)
     _drop_unused_initializers(planned.graph)
@@ -105,7 +106,8 @@ def _elem(value_info) -> int:
 
 
 def prepare(model, precision: str = "fp16"):
-    """A copy of ``model`` with the converter's blind spots removed (items 1-4 of the module doc)."""
+    """A copy of ``model`` with the converter's blind spots removed (items 1-4 of the module doc),
+    and the names of its index-arithmetic nodes, which stay fp32 (``precision_index``)."""
     import onnx
 
     out = onnx.ModelProto()
@@ -113,13 +115,19 @@ def prepare(model, precision: str = "fp16"):
     if precision == "bf16":
         out = raise_opset_for_bf16(out)
     names = _NameSource(out)
-    converted_reads = {i for g in plugin_spec.iter_graphs(out.graph) for n in g.node if not _kept_fp32(n)
+    names_of_unnamed(out, names.fresh)
+    index_nodes = index_arithmetic_nodes(out, tensor_types(onnx.shape_inference.infer_shapes(out)))
+
+    def kept(node) -> bool:
+        return _kept_fp32(node) or node.name in index_nodes
+
+    converted_reads = {i for g in plugin_spec.iter_graphs(out.graph) for n in g.node if not kept(n)
                        for i in n.input}
-    _prepare_graph(out.graph, {}, converted_reads, names)
-    return out
+    _prepare_graph(out.graph, {}, converted_reads, names, kept)
+    return out, index_nodes
 
 
-def _prepare_graph(graph, outer_inits: dict, converted_reads: set, names) -> None:
+def _prepare_graph(graph, outer_inits: dict, converted_reads: set, names, kept) -> None:
     import onnx
 
     inits = {**outer_inits, **{t.name: t for t in graph.initializer}}
@@ -135,13 +143,13 @@ def _prepare_graph(graph, outer_inits: dict, converted_reads: set, names) -> Non
             node.name = names.fresh(f"{node.op_type}_node")
         if node.op_type == "ConstantOfShape" and not node.attribute:
             node.attribute.append(_fp32_zero_value())
-        if _kept_fp32(node):
+        if kept(node):
             _private_initializers(graph, node, inits, local, converted_reads, copies, names)
             _declare_values(graph, node, typed)
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in subgraphs:
-                _prepare_graph(sub, inits, converted_reads, names)
+                _prepare_graph(sub, inits, converted_reads, names, kept)
 
 
 def _private_initializers(graph, node, inits, local, converted_reads, copies, names) -> None:
@@ -192,7 +200,7 @@ def _float_cast_names(model) -> set:
 # --- the converter and after ------------------------------------------------------------------
 
 
-def _convert(model):
+def _convert(model, fp32_nodes: set = frozenset()):
     import warnings
 
     from onnxconverter_common import float16
@@ -202,7 +210,7 @@ def _convert(model):
         warnings.simplefilter("ignore")  # it warns per clamped weight; the clamp is at fp16's own range
         return float16.convert_float_to_float16(
             model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX, keep_io_types=True,
-            op_block_list=block, check_fp16_ready=False,
+            op_block_list=block, node_block_list=sorted(fp32_nodes), check_fp16_ready=False,
         )
 
 
