@@ -59,6 +59,13 @@ def specs_from_onnx(model) -> list[InputSpec]:
     return specs
 
 
+def pin(specs: list[InputSpec], sizes: dict[str, int]) -> list[InputSpec]:
+    """The specs with the named dynamic dims in ``sizes`` fixed to those sizes."""
+    from dataclasses import replace
+
+    return [replace(s, shape=tuple(sizes.get(d, d) if isinstance(d, str) else d for d in s.shape)) for s in specs]
+
+
 def torch_to_numpy_dtype(dtype) -> np.dtype:
     import torch
 

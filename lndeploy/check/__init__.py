@@ -32,6 +32,7 @@ class CheckResult:
     precision: str = "fp32"
     ln: str = "native"
     error: str | None = None  # the artifact failed to run on an input PyTorch runs
+    notes: list = field(default_factory=list)  # how inputs were paired or pinned to the artifact's sizes
 
     @property
     def worst(self) -> tuple[str, dict] | None:
@@ -61,6 +62,7 @@ class CheckResult:
             "skipped_samples": self.skipped,
             "outputs": self.outputs,
             "error": self.error,
+            "notes": self.notes,
             "reference": "pytorch (eager, fp32, CPU)",
         }
 

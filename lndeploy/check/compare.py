@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from lndeploy import inputs as gen
+from lndeploy.check.signature import pair_inputs
 from lndeploy.errors import BadInputError, ParityError
 
 
@@ -24,12 +25,12 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
         return opened["session"]
 
     probe = open_session()
-    _check_signature(spec, probe)
+    pairing = pair_inputs(spec, probe.inputs)
     output_names = probe.output_names
-    schedule, skipped = _runnable_schedule(spec, samples, seed)
+    schedule, skipped = _runnable_schedule(spec, samples, seed, pairing.pinned)
     if not schedule:
         raise BadInputError(f"PyTorch cannot run the model at any generated size: {skipped[0]['reason']}")
-    runners = [artifact_runner(probe, lambda: opened.get("session") or open_session(), backend),
+    runners = [artifact_runner(probe, lambda: opened.get("session") or open_session(), backend, pairing.names),
                TorchRunner(spec, output_names)]
     feeds = [feed for _, feed in schedule]
     with _polygraphy_quiet(debug):
@@ -37,14 +38,14 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
             results = Comparator.run(runners, data_loader=feeds)
         except ParityError as err:
             return CheckResult(passed=False, backend=backend, provider=probe.provider, atol=atol, rtol=rtol,
-                               artifact=artifact, skipped=skipped, error=str(err),
+                               artifact=artifact, skipped=skipped, error=str(err), notes=pairing.notes,
                                samples=[{"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()}}
                                         for sizes, feed in schedule])
         func = SimpleCompareFunc(atol=atol, rtol=rtol if rtol is not None else 0.0, check_error_stat="elemwise")
         accuracy = Comparator.compare_accuracy(results, compare_func=func, comparisons=[(0, 1)])
     iterations = next(iter(accuracy[0].values()))  # one compare func, one runner pair
     result = CheckResult(passed=bool(accuracy), backend=backend, provider=probe.provider, atol=atol, rtol=rtol,
-                         artifact=artifact, skipped=skipped)
+                         artifact=artifact, skipped=skipped, notes=pairing.notes)
     for index, ((sizes, feed), per_output) in enumerate(zip(schedule, iterations)):
         result.samples.append({"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()},
                                "passed": all(bool(r) for r in per_output.values())})
@@ -82,18 +83,12 @@ def finish_stats(outputs: dict) -> None:
         entry.pop("_count", None)
 
 
-def _check_signature(spec, session) -> None:
-    names = set(spec.inputs)
-    for meta in session.inputs:
-        if meta.name not in names:
-            raise BadInputError(f"artifact input {meta.name!r} is not an input of the model ({sorted(names)})")
-
-
-def _runnable_schedule(spec, samples: int | None, seed: int):
-    """Generated (sizes, feed) pairs that PyTorch itself can run; the others are reported, not failed."""
+def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict):
+    """Generated (sizes, feed) pairs that PyTorch itself can run; the others are reported, not failed.
+    ``pinned``: dynamic dims the artifact fixes, generated at that size only."""
     import torch
 
-    specs = gen.specs_from_examples(spec.inputs, spec.dynamic_axes)
+    specs = gen.pin(gen.specs_from_examples(spec.inputs, spec.dynamic_axes), pinned)
     keep, skipped = [], []
     for sizes, feed in gen.schedule(specs, samples, seed):
         try:

@@ -54,10 +54,13 @@ class TorchRunner(BaseRunner):
 class SessionRunner(BaseRunner):
     """Runs an artifact through ``lndeploy.Session`` (ONNX Runtime, reference evaluator, TensorRT)."""
 
-    def __init__(self, open_session, name: str):
+    def __init__(self, open_session, name: str, names: dict | None = None):
         super().__init__(name=name, prefix="lndeploy-runner")
         self._open = open_session
         self.session = None
+        # model input name -> artifact input name: the feeds carry the model's names
+        self._names = names or {}
+        self._model_name = {v: k for k, v in self._names.items()}
 
     def activate_impl(self):
         self.session = self._open()
@@ -65,16 +68,18 @@ class SessionRunner(BaseRunner):
     def get_input_metadata_impl(self):
         meta = TensorMetadata()
         for m in self.session.inputs:
-            meta.add(m.name, dtype=m.dtype, shape=[d if d is not None else -1 for d in m.shape])
+            meta.add(self._model_name.get(m.name, m.name), dtype=m.dtype,
+                     shape=[d if d is not None else -1 for d in m.shape])
         return meta
 
     def infer_impl(self, feed_dict):
         from lndeploy.errors import LndeployError, ParityError
 
         used = set(self.session.input_names)
+        feed = {self._names.get(k, k): v for k, v in feed_dict.items()}
         start = time.perf_counter()
         try:
-            outputs = self.session.run({k: v for k, v in feed_dict.items() if k in used})
+            outputs = self.session.run({k: v for k, v in feed.items() if k in used})
         except LndeployError as err:
             # PyTorch runs these inputs (check filters out sizes it cannot): the artifact is what fails
             shapes = ", ".join(f"{k}:{tuple(v.shape)}" for k, v in feed_dict.items())
@@ -86,7 +91,7 @@ class SessionRunner(BaseRunner):
         self.session = None
 
 
-def artifact_runner(session, open_session, backend: str) -> BaseRunner:
+def artifact_runner(session, open_session, backend: str, names: dict | None = None) -> BaseRunner:
     """The runner for the deployed artifact. A full-TensorRT engine runs through Polygraphy's own
     ``TrtRunner`` (``session``, an lndeploy ``TrtSession``, has already checked the sidecar, the GPU
     and registered the plugin). Polygraphy's runner imports ``tensorrt`` only, so TensorRT-RTX
@@ -95,5 +100,11 @@ def artifact_runner(session, open_session, backend: str) -> BaseRunner:
     if backend == "tensorrt" and runtime is not None and not runtime.is_rtx:
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
+        from lndeploy.errors import BadInputError
+
+        if any(k != v for k, v in (names or {}).items()):
+            raise BadInputError(f"the engine's inputs {sorted(names.values())} are not named like the model's "
+                                f"{sorted(names)}: rebuild it from an ONNX file with the model's input names")
+
         return TrtRunner(EngineFromBytes(session._impl.path.read_bytes()), name="tensorrt")
-    return SessionRunner(open_session, name=backend)
+    return SessionRunner(open_session, name=backend, names=names)

@@ -45,6 +45,8 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     for name, stats in result.outputs.items():
         click.echo(f"  {name}: max abs {stats['max_abs']:.3g}  max rel {stats['max_rel']:.3g}  "
                    f"mean abs {stats['mean_abs']:.3g}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
     for skip in result.skipped:
         click.echo(f"  skipped sizes {skip['sizes']}: PyTorch itself fails ({skip['reason']})")
     click.echo(result.summary())
