@@ -102,13 +102,15 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
     backend = backend or ("tensorrt" if engine is not None else "onnxruntime")
     tol = DEFAULT_ATOL[precision] if atol is None else atol
+    export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
             from lndeploy.export import export
 
             artifact = os.path.join(tmp, "model.onnx")
-            export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug)
+            export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug).notes
         result = compare(spec, str(artifact), backend, tol, rtol, samples, seed, debug)
+    result.notes[:0] = export_notes
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln = precision, ln
     if report is not None:

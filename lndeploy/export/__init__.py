@@ -43,6 +43,7 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
     result = ExportResult(onnx_model, None, ln, precision, opset)
+    result.notes += _no_layer_norm_notes(onnx_model, ln)
     if ln == "plugin":
         from lndeploy.passes import ln_to_plugin
 
@@ -61,6 +62,24 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         save_model(onnx_model, output)
         result.path = str(output)
     return result
+
+
+def _no_layer_norm_notes(model, ln: str) -> list[str]:
+    """A model without any LayerNormalization node (RMS norm, a hand-written LN) exports fine, but the
+    user asked for a LayerNorm tool: say so, rather than write a file with nothing of the kind in it."""
+    from collections import Counter
+
+    from lndeploy import plugin_spec
+    from lndeploy.onnxfile import primitive_norm_hint
+
+    ops = Counter(n.op_type for g in plugin_spec.iter_graphs(model.graph) for n in g.node)
+    if ops.get("LayerNormalization"):
+        return []
+    hint = primitive_norm_hint(ops)
+    notes = ["the exported model has no LayerNormalization node" + (f" ({hint})" if hint else "")]
+    if ln == "plugin":
+        notes.append("--ln plugin: no LayerNorm to replace, so the file has no plugin node")
+    return notes
 
 
 def _plan_precision(model, precision: str):
