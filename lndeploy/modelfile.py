@@ -114,7 +114,8 @@ def load(ref: str) -> ModelSpec:
         axes = validate_dynamic_axes(_call(module, "dynamic_axes", target), inputs, target)
     else:
         axes = validate_dynamic_axes(default_axes(inputs), inputs, f"{target} (no dynamic_axes(): dim 0 of "
-                                                                     f"every input is 'batch')")
+                                                                     f"every input is 'batch'; define "
+                                                                     f"dynamic_axes() to say which are)")
     return ModelSpec(model, inputs, axes, source=ref, as_kwargs=isinstance(examples, dict))
 
 
@@ -172,7 +173,9 @@ def name_inputs(model, examples, where: str) -> dict:
         )
     for name, value in items:
         if not isinstance(value, torch.Tensor):
-            raise BadInputError(f"{where}: example input {name!r} is a {type(value).__name__}, not a torch.Tensor")
+            kind = type(value).__name__
+            article = "an" if kind[:1].lower() in "aeiou" else "a"
+            raise BadInputError(f"{where}: example input {name!r} is {article} {kind}, not a torch.Tensor")
     return dict(items)
 
 

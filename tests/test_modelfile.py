@@ -78,7 +78,7 @@ def test_module_name_reference():
          r"build\(\) raised RuntimeError: weights missing"),
         ("import torch\ndef build(): return 42\ndef example_inputs(): return ()\n", "must return a torch.nn.Module"),
         ("import torch\ndef build(): return torch.nn.Identity()\ndef example_inputs(): return [1]\n",
-         "is a int, not a torch.Tensor"),
+         "is an int, not a torch.Tensor"),
         ("import torch\ndef build(): return torch.nn.Identity()\ndef example_inputs(): return 'x'\n",
          "must return a tuple of tensors or a dict"),
         ("import torch\ndef build(): return torch.nn.Identity()\n", "defines no example_inputs"),
@@ -140,6 +140,12 @@ def test_missing_dependency_inside_a_module_is_named(tmp_path, monkeypatch):
 def test_inputs_sharing_a_dim_name_must_agree_on_its_size(tmp_path):
     path = write(tmp_path, GOOD.replace("torch.randn(2, 3), torch.randn(2, 3)", "torch.randn(3, 3), torch.randn(5, 3)"))
     with pytest.raises(BadInputError, match="share dynamic dim 'batch' but their example sizes differ"):
+        modelfile.load(path)
+
+
+def test_an_input_without_batch_dim_and_no_dynamic_axes_says_how_to_declare_it(tmp_path):
+    path = write(tmp_path, GOOD.replace("torch.randn(2, 3), torch.randn(2, 3)", "torch.randn(2, 3), torch.randn(3)"))
+    with pytest.raises(BadInputError, match=r"define dynamic_axes\(\) to say which are\): inputs 'a' and 'b'"):
         modelfile.load(path)
 
 
