@@ -45,8 +45,9 @@ class CheckResult:
             return f"parity FAILED: {self.error}"
         name, stats = self.worst or ("-", {"max_abs": 0.0})
         verdict = "PASSED" if self.passed else "FAILED"
+        rtol = f", rtol {self.rtol:g}" if self.rtol is not None else ""
         return (f"parity {verdict}: worst output {name!r} max abs error {stats['max_abs']:.3g} "
-                f"(tolerance atol {self.atol:g}) over {len(self.samples)} samples on {self.backend} "
+                f"(tolerance atol {self.atol:g}{rtol}) over {len(self.samples)} samples on {self.backend} "
                 f"[{self.provider}]")
 
     def to_report(self) -> dict:
@@ -93,6 +94,9 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
         raise BadInputError(f"atol must be >= 0, got {atol}")
     if rtol is not None and not rtol >= 0:
         raise BadInputError(f"rtol must be >= 0, got {rtol}")
+    if report is not None and not Path(report).resolve().parent.is_dir():
+        # before minutes of export and inference, not after
+        raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     artifact = onnx or engine
     if artifact is not None:

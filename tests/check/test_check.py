@@ -100,6 +100,13 @@ def test_rtol_loosens_the_gate(fnn_onnx, tmp_path):
     strict = check(zoo_model("fnn"), onnx=str(bad), atol=1e-7)
     loose = check(zoo_model("fnn"), onnx=str(bad), atol=1e-7, rtol=1e-2)
     assert not strict.passed and loose.passed
+    # the summary names the gate that passed it, not the atol alone it exceeds
+    assert "(tolerance atol 1e-07, rtol 0.01)" in loose.summary() and "rtol" not in strict.summary()
+
+
+def test_a_report_into_a_missing_folder_is_refused_naming_the_option(run_cli, tmp_path):
+    result = run_cli("check", zoo_model("fnn"), "--report", tmp_path / "missing" / "r.json")
+    assert result.code == 2 and "--report: output folder does not exist" in result.err
 
 
 def test_artifact_precision_sets_the_tolerance_and_contradictions_are_refused(run_cli, tmp_path):
