@@ -50,6 +50,10 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
         result.samples.append({"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()},
                                "passed": all(bool(r) for r in per_output.values())})
         for name, stats in per_output.items():
+            if not hasattr(stats, "max_absdiff"):  # Polygraphy gives False where it cannot compare
+                result.passed = False
+                result.error = result.error or _uncomparable(results, index, name, sizes)
+                continue
             _merge(result.outputs, name, stats, index)
     finish_stats(result.outputs)
     missing = [n for n in output_names if n not in result.outputs]
@@ -59,6 +63,13 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
             result.outputs[name] = {"max_abs": float("nan"), "max_rel": float("nan"), "mean_abs": float("nan"),
                                     "worst_sample": None, "note": "not compared"}
     return result
+
+
+def _uncomparable(results, index: int, name: str, sizes: dict) -> str:
+    """Why an output could not be compared: its shapes (a scalar returned as [1], a dim cut short)."""
+    shapes = [list(runs[index][name].shape) if name in runs[index] else "none" for _, runs in results]
+    at = f"at sizes {sizes}" if sizes else "at the example's sizes"
+    return f"output {name!r} has shape {shapes[0]} from the artifact but {shapes[1]} from PyTorch {at}"
 
 
 def _merge(outputs: dict, name: str, stats, index: int) -> None:

@@ -223,7 +223,10 @@ def _retarget_float_casts(graph, names: set) -> None:
 
 
 def _keep_fp32_outputs(graph, fp32_outputs: set) -> None:
-    """5. A graph output the converter left in fp16 (an LN's Cast back) is cast to fp32 instead."""
+    """5. A graph output the converter left in fp16 (an LN's Cast back) is cast to fp32 instead.
+    Where converted nodes read that value too (``return y, y.pow(2).mean()``), they keep an fp16 copy."""
+    import onnx
+
     producers = {o: n for n in graph.node for o in n.output}
     for output in graph.output:
         if output.name not in fp32_outputs or _elem(output) == FLOAT:
@@ -231,7 +234,16 @@ def _keep_fp32_outputs(graph, fp32_outputs: set) -> None:
         node = producers.get(output.name)
         if node is None or node.op_type != "Cast":
             raise BadInputError(f"fp16 planning left graph output {output.name!r} in reduced precision")
-        _set_attr(node, "to", FLOAT)
+        readers = [n for g in plugin_spec.iter_graphs(graph) for n in g.node if output.name in n.input]
+        if readers:
+            reduced = f"{output.name}_reduced"
+            node.output[0] = reduced
+            for reader in readers:
+                reader.input[:] = [reduced if i == output.name else i for i in reader.input]
+            graph.node.insert(list(graph.node).index(node) + 1, onnx.helper.make_node(
+                "Cast", [node.input[0]], [output.name], name=f"{node.name}_fp32_output", to=FLOAT))
+        else:
+            _set_attr(node, "to", FLOAT)
         output.type.tensor_type.elem_type = FLOAT
 
 

@@ -160,3 +160,20 @@ def test_in_memory_module_api():
     module = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
     result = check(module, example_inputs=(torch.randn(2, 8),))
     assert result.passed and result.outputs["output"]["max_abs"] < 1e-5
+
+
+def test_an_output_of_another_shape_is_a_parity_failure_naming_both_shapes(run_cli, fnn_onnx, tmp_path):
+    def unsqueeze_output(model):
+        out = model.graph.output[0]
+        producer = next(n for n in model.graph.node if out.name in n.output)
+        producer.output[:] = [f"{out.name}_pre"]
+        axes = onnx.helper.make_tensor("unsq_axes", onnx.TensorProto.INT64, [1], [0])
+        model.graph.initializer.append(axes)
+        model.graph.node.append(onnx.helper.make_node("Unsqueeze", [f"{out.name}_pre", "unsq_axes"], [out.name]))
+        out.type.tensor_type.shape.dim.insert(0, onnx.TensorShapeProto.Dimension(dim_value=1))
+
+    bad = tamper(fnn_onnx, tmp_path / "u.onnx", unsqueeze_output)
+    result = run_cli("check", zoo_model("fnn"), "--onnx", bad)
+    assert result.code == 1, result.err
+    last = result.out.strip().splitlines()[-1]
+    assert "output 'output' has shape [1, 1, 10] from the artifact but [1, 10] from PyTorch" in last
