@@ -19,7 +19,7 @@ types the ONNX graph gives it; no builder flag asks for fp16 any more. So the pl
   Casts around them are pointwise and fuse into the neighbouring kernels in TensorRT.
 
 The conversion is onnxconverter-common's ``convert_float_to_float16`` with these ops on its block
-list. Version 1.16 gets six things wrong for our graphs, each patched around here, minimally:
+list. Version 1.16 gets eight things wrong for our graphs, each patched around here, minimally:
 
 1. it rewires a blocked node's inputs to Casts *before* deciding which initializers stay fp32, so an
    initializer with a ``value_info`` entry (the dynamo exporter writes them) is rounded to fp16 and
@@ -35,7 +35,11 @@ list. Version 1.16 gets six things wrong for our graphs, each patched around her
 5. with ``keep_io_types``, a blocked node writing a graph output leaves it fp16: its Cast back
    becomes a Cast to fp32;
 6. it removes fp32 -> fp16 -> fp32 Cast round trips between blocked nodes only in simple chains: the
-   rest are folded here (the fp32 value is read directly: one rounding less).
+   rest are folded here (the fp32 value is read directly: one rounding less);
+7. that removal raises AttributeError where the second Cast feeds several nodes: it is switched off
+   for the call, as item 6 folds every round trip anyway;
+8. a graph output that nodes also read is cast to fp32 for the output and its readers are left on
+   the fp32 name: such outputs get an fp32 ``Identity`` of their own first.
 
 bf16: onnxconverter-common has none. The fp16 plan is retyped (initializers, constants, Casts,
 value_info), weights from the original fp32 values (no double rounding, no fp16 range clamp). ONNX
@@ -51,7 +55,7 @@ import itertools
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
 from lndeploy.passes.precision_bf16 import raise_opset_for_bf16, retype_bf16
-from lndeploy.passes.precision_index import index_arithmetic_nodes, names_of_unnamed
+from lndeploy.passes.precision_fp32_nodes import decouple_read_outputs, index_arithmetic_nodes, names_of_unnamed
 
 PRECISIONS = ("fp16", "bf16")
 LN_OP_TYPES = ("LayerNormalization", plugin_spec.OP_TYPE)
@@ -107,7 +111,7 @@ def _elem(value_info) -> int:
 
 def prepare(model, precision: str = "fp16"):
     """A copy of ``model`` with the converter's blind spots removed (items 1-4 of the module doc),
-    and the names of its index-arithmetic nodes, which stay fp32 (``precision_index``)."""
+    and the names of the nodes that stay fp32 beyond the block list (``precision_fp32_nodes``)."""
     import onnx
 
     out = onnx.ModelProto()
@@ -117,6 +121,7 @@ def prepare(model, precision: str = "fp16"):
     names = _NameSource(out)
     names_of_unnamed(out, names.fresh)
     index_nodes = index_arithmetic_nodes(out, tensor_types(onnx.shape_inference.infer_shapes(out)))
+    index_nodes |= decouple_read_outputs(out.graph, names.fresh)
 
     def kept(node) -> bool:
         return _kept_fp32(node) or node.name in index_nodes
@@ -206,12 +211,19 @@ def _convert(model, fp32_nodes: set = frozenset()):
     from onnxconverter_common import float16
 
     block = sorted(_block_list())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # it warns per clamped weight; the clamp is at fp16's own range
-        return float16.convert_float_to_float16(
-            model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX, keep_io_types=True,
-            op_block_list=block, node_block_list=sorted(fp32_nodes), check_fp16_ready=False,
-        )
+    # 7. its own Cast round-trip removal raises AttributeError where the second Cast feeds several nodes
+    # (an LN output that is a graph output and read by two blocked ops): skipped, item 6 folds them all
+    own_removal = float16.remove_unnecessary_cast_node
+    float16.remove_unnecessary_cast_node = lambda graph: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # it warns per clamped weight; the clamp is at fp16's own range
+            return float16.convert_float_to_float16(
+                model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX, keep_io_types=True,
+                op_block_list=block, node_block_list=sorted(fp32_nodes), check_fp16_ready=False,
+            )
+    finally:
+        float16.remove_unnecessary_cast_node = own_removal
 
 
 def _retarget_float_casts(graph, names: set) -> None:
@@ -223,10 +235,7 @@ def _retarget_float_casts(graph, names: set) -> None:
 
 
 def _keep_fp32_outputs(graph, fp32_outputs: set) -> None:
-    """5. A graph output the converter left in fp16 (an LN's Cast back) is cast to fp32 instead.
-    Where converted nodes read that value too (``return y, y.pow(2).mean()``), they keep an fp16 copy."""
-    import onnx
-
+    """5. A graph output the converter left in fp16 (an LN's Cast back) is cast to fp32 instead."""
     producers = {o: n for n in graph.node for o in n.output}
     for output in graph.output:
         if output.name not in fp32_outputs or _elem(output) == FLOAT:
@@ -234,16 +243,7 @@ def _keep_fp32_outputs(graph, fp32_outputs: set) -> None:
         node = producers.get(output.name)
         if node is None or node.op_type != "Cast":
             raise BadInputError(f"fp16 planning left graph output {output.name!r} in reduced precision")
-        readers = [n for g in plugin_spec.iter_graphs(graph) for n in g.node if output.name in n.input]
-        if readers:
-            reduced = f"{output.name}_reduced"
-            node.output[0] = reduced
-            for reader in readers:
-                reader.input[:] = [reduced if i == output.name else i for i in reader.input]
-            graph.node.insert(list(graph.node).index(node) + 1, onnx.helper.make_node(
-                "Cast", [node.input[0]], [output.name], name=f"{node.name}_fp32_output", to=FLOAT))
-        else:
-            _set_attr(node, "to", FLOAT)
+        _set_attr(node, "to", FLOAT)
         output.type.tensor_type.elem_type = FLOAT
 
 

@@ -1,4 +1,6 @@
-"""Index arithmetic stays fp32 in reduced-precision plans.
+"""Nodes a reduced-precision plan keeps fp32 beyond its op-type block list.
+
+Index arithmetic, and the ``Identity`` that gives a graph output read by other nodes its own producer.
 
 Models compute integer quantities through floats: T5's relative-position buckets are
 ``(log(rel.float() / 8) / log(16) * 8).long()``, interpolation sizes are ``(shape * scale).floor()``,
@@ -13,7 +15,6 @@ from float graph inputs or weights), so this never pulls the network itself into
 """
 
 from __future__ import annotations
-
 
 from lndeploy import plugin_spec
 
@@ -70,3 +71,35 @@ def names_of_unnamed(model, fresh) -> None:
         for node in graph.node:
             if not node.name:
                 node.name = fresh(f"{node.op_type}_node")
+
+
+def decouple_read_outputs(graph, fresh) -> set[str]:
+    """Item 8 of ``precision``'s doc. A graph output that nodes also read (``return y, f(y)``): the
+    converter casts it to fp32 for the output and leaves its readers on that fp32 name. Readers get the
+    value under a name of its own; the output gets it through an fp32 ``Identity`` (whose Cast round
+    trip item 6 folds). Returns the names of the Identity nodes, to be kept fp32."""
+    import onnx
+
+    read = {i for g in plugin_spec.iter_graphs(graph) for n in g.node for i in n.input}
+    producers = {o: n for n in graph.node for o in n.output}
+    added = set()
+    for output in graph.output:
+        if output.name not in read or output.name not in producers or _elem(output) != FLOAT:
+            continue
+        inner = fresh(f"{output.name}_value")
+        for sub in plugin_spec.iter_graphs(graph):
+            for node in sub.node:
+                node.input[:] = [inner if i == output.name else i for i in node.input]
+        producer = producers[output.name]
+        producer.output[:] = [inner if o == output.name else o for o in producer.output]
+        for info in graph.value_info:
+            if info.name == output.name:
+                info.name = inner
+        identity = onnx.helper.make_node("Identity", [inner], [output.name], name=fresh(f"{inner}_output"))
+        graph.node.append(identity)
+        added.add(identity.name)
+    return added
+
+
+def _elem(value) -> int:
+    return value.type.tensor_type.elem_type
