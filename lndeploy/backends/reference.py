@@ -62,8 +62,9 @@ class ReferenceSession:
         except Exception as err:
             raise BadInputError(f"the ONNX reference evaluator failed to run the model: {_first_line(err)}") from err
         # contiguous like ONNX Runtime's: Scan outputs come back as transposed views, which
-        # Polygraphy's comparator cannot .view()
-        return {name: np.ascontiguousarray(value) for name, value in zip(names, values)}
+        # Polygraphy's comparator cannot .view(); ascontiguousarray makes a 0-d array 1-d, so the
+        # shape is put back (a scalar output, e.g. a loss, must stay shape ())
+        return {name: np.ascontiguousarray(value).reshape(np.shape(value)) for name, value in zip(names, values)}
 
 
 def _gather_elements_op():

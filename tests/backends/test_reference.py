@@ -103,6 +103,18 @@ def test_bf16_stays_bf16():
     assert got.dtype == ml_dtypes.bfloat16 and (got.astype(np.float32) == 1.0).all()
 
 
+def test_scalar_output_keeps_shape_of_a_scalar():
+    """A loss-like ReduceMean with keepdims=0 gives shape (); it once came back as (1,), which check
+    then reported as a shape mismatch against PyTorch."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], keepdims=0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    session = ReferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    got = session.run({"x": np.arange(6, dtype=np.float32).reshape(2, 3)})["y"]
+    assert got.shape == () and float(got) == 2.5
+
+
 def test_gather_elements_beyond_64_choices():
     """onnx 1.23's own GatherElements fails here (np.choose takes <= 64 choices): BERT's position ids."""
     graph = helper.make_graph(
