@@ -53,10 +53,17 @@ def specs_from_onnx(model) -> list[InputSpec]:
             continue
         tensor = value.type.tensor_type
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{value.name}_dim{i}")
-                      for i, d in enumerate(tensor.shape.dim))
+        shape = tuple(onnx_dim(value.name, i, d) for i, d in enumerate(tensor.shape.dim))
         specs.append(InputSpec(value.name, dtype, shape, 0.0, 1.0))
     return specs
+
+
+def onnx_dim(input_name: str, index: int, dim) -> int | str:
+    """A graph input's dim: its size when fixed, else its name; an unnamed dynamic dim is called
+    ``<input>_dim<index>``, the one label every command uses (build's --shapes, bench's --dim)."""
+    if dim.HasField("dim_value") and dim.dim_value > 0:
+        return int(dim.dim_value)
+    return dim.dim_param or f"{input_name}_dim{index}"
 
 
 def pin(specs: list[InputSpec], sizes: dict[str, int]) -> list[InputSpec]:

@@ -161,11 +161,12 @@ class TrtRunner(Runner):
         return self._sessions[key]
 
     def input_specs(self) -> list:
-        """InputSpecs of a given engine (dynamic dims by their sidecar label, else ``NAME.INDEX``)."""
+        """InputSpecs of a given engine (dynamic dims by their sidecar label, else ``NAME_dimINDEX``
+        as lndeploy.inputs.onnx_dim names them)."""
         from lndeploy.inputs import InputSpec
 
         session = self._session({})
-        return [InputSpec(m.name, m.dtype, tuple(d if isinstance(d, (int, str)) else f"{m.name}.{i}"
+        return [InputSpec(m.name, m.dtype, tuple(d if isinstance(d, (int, str)) else f"{m.name}_dim{i}"
                                                  for i, d in enumerate(m.shape)), 0.0, 1.0)
                 for m in session.inputs]
 

@@ -68,5 +68,6 @@ def test_onnx_inputs_reads_named_unnamed_and_fixed_dims():
     graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x, w], [y],
                               initializer=[helper.make_tensor("w", TensorProto.FLOAT, [16], [0.0] * 16)])
     inputs = onnx_inputs(helper.make_model(graph))
-    assert inputs == [InputDims("x", ("batch", "x.1", 16), TensorProto.FLOAT)]
-    assert plan_profile(inputs)["dims"] == {"batch": [1, 8, 8], "x.1": [1, 64, 64]}
+    # the same label bench's --dim and check use for an unnamed dim (lndeploy.inputs.onnx_dim)
+    assert inputs == [InputDims("x", ("batch", "x_dim1", 16), TensorProto.FLOAT)]
+    assert plan_profile(inputs)["dims"] == {"batch": [1, 8, 8], "x_dim1": [1, 64, 64]}

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from lndeploy.errors import BadInputError
+from lndeploy.inputs import onnx_dim
 
 DEFAULT_BATCH = 8
 DEFAULT_OTHER = 64
@@ -45,13 +46,8 @@ def onnx_inputs(model) -> list[InputDims]:
         if value.name in weights:
             continue
         tensor = value.type.tensor_type
-        dims = []
-        for i, d in enumerate(tensor.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            else:
-                dims.append(d.dim_param or f"{value.name}.{i}")
-        out.append(InputDims(value.name, tuple(dims), tensor.elem_type))
+        dims = tuple(onnx_dim(value.name, i, d) for i, d in enumerate(tensor.shape.dim))
+        out.append(InputDims(value.name, dims, tensor.elem_type))
     return out
 
 

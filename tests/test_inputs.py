@@ -1,0 +1,26 @@
+"""lndeploy.inputs: the signature of an ONNX graph's inputs, as check, bench and build read it."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from lndeploy.backends.tensorrt.shapes import onnx_inputs
+from lndeploy.inputs import specs_from_onnx
+
+
+def _model():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", None, 16])
+    m = helper.make_tensor_value_info("m", TensorProto.INT64, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x, m], [y])
+    return helper.make_model(graph)
+
+
+def test_unnamed_dynamic_dims_get_one_label_in_every_command():
+    """bench's --dim and build's --shapes name an unnamed dim the same way (they once said x_dim1
+    and x.1), and two unnamed dims stay two dims."""
+    specs = specs_from_onnx(_model())
+    assert [s.shape for s in specs] == [("batch", "x_dim1", 16), ("m_dim0",)]
+    assert [s.dtype for s in specs] == [np.dtype(np.float32), np.dtype(np.int64)]
+    assert [d.dims for d in onnx_inputs(_model())] == [s.shape for s in specs]
