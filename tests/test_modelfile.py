@@ -44,8 +44,19 @@ def test_names_come_from_forward_and_dim0_is_batch_by_default(tmp_path):
 
 
 def test_factory_after_colon(tmp_path):
-    spec = modelfile.load(write(tmp_path, GOOD) + ":other")
-    assert isinstance(spec.module, torch.nn.Module)
+    """The factory named after the colon is the one called, not build()."""
+    path = write(tmp_path, GOOD + """
+    class Other(torch.nn.Module):
+        def forward(self, a, b):
+            return a - b
+    def other():
+        return Other()
+""")
+    spec = modelfile.load(path + ":other")
+    assert type(spec.module).__name__ == "Other"
+    a, b = spec.inputs.values()
+    assert torch.equal(spec.call(spec.inputs), a - b)
+    assert type(modelfile.load(path).module).__name__ == "M"
 
 
 def test_dict_inputs_are_passed_by_keyword(tmp_path):
