@@ -56,14 +56,40 @@ def test_rounds_interleave_with_rotating_order(monkeypatch):
         assert all(math.isfinite(v) and v > 0 for v in samples.latencies)
 
 
-def test_budget_bounds_the_timed_time_and_progress_sees_it():
+class _VirtualClock:
+    """Stands in for the ``time`` module inside lndeploy.bench.timing: time passes only when a timed
+    callable says so, so budgets and slices are exact instead of depending on this machine's load."""
+
+    def __init__(self):
+        self.ns = 0
+
+    def perf_counter_ns(self):
+        return self.ns
+
+    def perf_counter(self):
+        return self.ns * 1e-9
+
+    def callable_taking(self, ms):
+        def fn():
+            self.ns += int(ms * 1e6)
+        return fn
+
+
+# budget -> slice (budget / 20, at least MIN_SLICE_S), 1 ms calls a slice, rounds until the budget is spent
+@pytest.mark.parametrize("budget_s, slice_s, per_slice, rounds", [(1.95, 0.0975, 98, 10), (0.33, 0.05, 50, 4)])
+def test_budget_stops_after_the_round_it_runs_out_in_and_progress_sees_it(monkeypatch, budget_s, slice_s,
+                                                                          per_slice, rounds):
+    clock = _VirtualClock()
+    monkeypatch.setattr(timing, "time", clock)
     seen = []
-    results = timing.run_rounds({"a": _busy(100), "b": _busy(100)}, budget_s=0.2, progress=seen.append)
+    results = timing.run_rounds({"a": clock.callable_taking(1), "b": clock.callable_taking(1)},
+                                budget_s=budget_s, progress=seen.append)
     timed = sum(sum(s.latencies) for s in results.values())
-    assert sum(seen) == pytest.approx(timed)
-    # stops after the round in which the budget ran out: at most one extra round of slices
-    slice_s = max(timing.MIN_SLICE_S, 0.2 / (timing.TARGET_ROUNDS * 2))
-    assert 0.2 <= timed <= 0.2 + 2 * slice_s + 0.05
+    assert sum(seen) == pytest.approx(timed) and len(seen) == 2 * rounds
+    assert [s.runs for s in results.values()] == [rounds * per_slice] * 2
+    assert all(len(s.round_medians) == rounds for s in results.values())
+    # not before the budget is spent, and at most one round (a slice per backend) past it
+    assert budget_s <= timed < budget_s + 2 * (slice_s + 1e-3)
 
 
 def test_max_runs_caps_every_backend():
