@@ -6,9 +6,13 @@ skipped with the reason, never faked.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,15 +95,35 @@ def test_rtx_symlink_errors_say_how_to_fix(tmp_path):
         rtmod.ensure_rtx_plugin_symlink(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: a read-only folder is still writable")
-def test_rtx_symlink_in_unwritable_folder(tmp_path):
-    (tmp_path / rtmod.RTX_LIB).write_bytes(b"\x7fELF")
-    tmp_path.chmod(0o555)
+@contextlib.contextmanager
+def _unprivileged():
+    """Root may write into any folder: as root, act with user nobody's effective ids meanwhile."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
     try:
-        with pytest.raises(UnavailableError, match="create it once as the folder's owner: ln -s"):
-            rtmod.ensure_rtx_plugin_symlink(tmp_path)
+        yield
     finally:
-        tmp_path.chmod(0o755)
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_rtx_symlink_in_unwritable_folder():
+    # a folder of its own under /tmp: nobody cannot pass through pytest's tmp_path parents (mode 700)
+    folder = Path(tempfile.mkdtemp(prefix="lndeploy-rtx-libs-"))
+    try:
+        (folder / rtmod.RTX_LIB).write_bytes(b"\x7fELF")
+        folder.chmod(0o555)
+        with _unprivileged():
+            with pytest.raises(UnavailableError, match="create it once as the folder's owner: ln -s") as info:
+                rtmod.ensure_rtx_plugin_symlink(folder)
+        assert "Permission denied" in str(info.value)
+        assert [p.name for p in folder.iterdir()] == [rtmod.RTX_LIB]  # no link, no temp left
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
 
 
 @pytest.mark.skipif(not HAS_RTX, reason="TensorRT-RTX is not installed (pip install tensorrt-rtx)")
