@@ -82,8 +82,10 @@ def test_unwritable_output_folder(run_cli, tmp_path):
 
 
 def test_usage_error_is_exit_2(run_cli):
-    assert run_cli("export").code == 2
-    assert run_cli("check", zoo_model("fnn"), "--backend", "nonsense").code == 2
+    missing = run_cli("export")
+    assert missing.code == 2 and "Missing argument 'MODEL'" in missing.err, missing.err
+    wrong = run_cli("check", zoo_model("fnn"), "--backend", "nonsense")
+    assert wrong.code == 2 and "'--backend'" in wrong.err and "'nonsense'" in wrong.err, wrong.err
 
 
 def test_help_imports_neither_torch_nor_onnxruntime():
@@ -120,7 +122,8 @@ def test_export_failure_inside_torch_is_one_line(run_cli, tmp_path):
 
 
 def test_negative_tolerance_is_usage_error(run_cli):
-    assert run_cli("check", zoo_model("fnn"), "--atol", "-1").code == 2
+    result = run_cli("check", zoo_model("fnn"), "--atol", "-1")
+    assert result.code == 2 and "'--atol'" in result.err and "-1" in result.err, result.err
 
 
 def test_written_files_get_the_usual_mode(run_cli, tmp_path):
