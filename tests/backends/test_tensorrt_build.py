@@ -53,9 +53,9 @@ def zoo_variant(workdir, name: str, variant: str):
         model, _report = ln_to_plugin.rewrite(load_model(native))
         save_model(model, workdir / f"{name}-plugin.onnx")
     elif variant == "fp16":
-        precision = pytest.importorskip("lndeploy.passes.precision",
-                                        reason="lndeploy.passes.precision.plan_precision has not landed yet")
-        save_model(precision.plan_precision(load_model(native), "fp16"), workdir / f"{name}-fp16.onnx")
+        from lndeploy.passes.precision import plan_precision
+
+        save_model(plan_precision(load_model(native), "fp16"), workdir / f"{name}-fp16.onnx")
     _exports[key] = workdir / f"{name}-{variant}.onnx"
     return _exports[key]
 
@@ -119,10 +119,10 @@ def test_fp16_plan_keeps_layernorm_in_fp32(workdir, name):
 def test_fp16_plan_with_plugin_keeps_plugin_in_fp32(workdir):
     from lndeploy.backends.tensorrt import build_engine
     from lndeploy.onnxfile import load_model, save_model
+    from lndeploy.passes.precision import plan_precision
 
-    precision = pytest.importorskip("lndeploy.passes.precision", reason="plan_precision has not landed yet")
     path = workdir / "transformer-plugin-fp16.onnx"
-    save_model(precision.plan_precision(load_model(zoo_variant(workdir, "transformer", "plugin")), "fp16"), path)
+    save_model(plan_precision(load_model(zoo_variant(workdir, "transformer", "plugin")), "fp16"), path)
     result = build_engine(path, workdir / "t16p.engine", runtime="tensorrt-rtx", arch=ARCH, progress=False)
     ln = result.precision["layernorm"]
     assert len(ln) == 3 and {l["type"] for l in ln} == {"PLUGIN_V3"}

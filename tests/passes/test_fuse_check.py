@@ -2,6 +2,7 @@
 
 import pytest
 
+from lndeploy.check import check
 from lndeploy.passes.fuse import fuse
 from tests.conftest import zoo_model
 from tests.passes.conftest import CONVNEXT
@@ -9,7 +10,6 @@ from tests.passes.conftest import CONVNEXT
 
 @pytest.mark.parametrize("model_file", [zoo_model("transformer"), CONVNEXT], ids=["transformer", "convnext"])
 def test_fused_opset16_export_passes_check(legacy, tmp_path, model_file):
-    check = pytest.importorskip("lndeploy.check", reason="lndeploy.check is not in this version").check
     path, _ = legacy(model_file, 16)
     fused = tmp_path / "fused.onnx"
     assert fuse(path, fused).ln_nodes >= 1
