@@ -56,6 +56,7 @@ def test_recurrent_exports_are_scans_matching_pytorch_at_any_length(exported, na
         got = session.run([x])
         with torch.no_grad():
             expected = torch.utils._pytree.tree_leaves(module(x))
+        assert len(got) == len(expected) >= 2  # the output sequence and the final state(s)
         for value, ref in zip(got.values(), expected):
             assert value.shape == tuple(ref.shape)
             assert np.max(np.abs(value - ref.numpy())) < 1e-4

@@ -19,7 +19,9 @@ def test_scan_equals_python_loop(kind):
         scan_out, scan_state = module.forward_scan(x, state)
     assert loop_out.shape == (3, 9, 12)
     torch.testing.assert_close(scan_out, loop_out, rtol=0, atol=1e-6)
-    for a, b in zip(torch.utils._pytree.tree_leaves(scan_state), torch.utils._pytree.tree_leaves(loop_state)):
+    scan_leaves, loop_leaves = torch.utils._pytree.tree_leaves(scan_state), torch.utils._pytree.tree_leaves(loop_state)
+    assert len(scan_leaves) == len(loop_leaves) == (2 if kind == "lstm" else 1)
+    for a, b in zip(scan_leaves, loop_leaves):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
