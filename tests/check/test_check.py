@@ -77,9 +77,14 @@ def test_user_bert_model_checks_without_lndeploy_changes(run_cli, tmp_path):
     assert json.loads(report.read_text())["outputs"]["last_hidden_state"]["max_abs"] <= 1e-4
 
 
-def test_plugin_model_passes_on_cpu(run_cli):
-    result = run_cli("check", zoo_model("rnn"), "--ln", "plugin")
+def test_cli_ln_plugin_reaches_the_check(run_cli, tmp_path):
+    """The CLI's --ln plugin is what check exports with (every zoo model's plugin parity is below)."""
+    report = tmp_path / "r.json"
+    result = run_cli("check", zoo_model("fnn"), "--ln", "plugin", "--report", report)
     assert result.code == 0, result.err
+    data = json.loads(report.read_text())
+    assert data["passed"] is True and data["ln"] == "plugin" and "ln=plugin" in data["artifact"]
+    assert all(o["max_abs"] <= 1e-4 for o in data["outputs"].values())
 
 
 @pytest.mark.parametrize("name", ZOO)
