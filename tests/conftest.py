@@ -38,3 +38,22 @@ def run_cli(capsys):
 
 def zoo_model(name: str) -> str:
     return str(REPO / "models" / f"{name}.py")
+
+
+@pytest.fixture(scope="session")
+def zoo_export(tmp_path_factory):
+    """``zoo_export(name)`` -> the ExportResult of ``export(zoo_model(name), PATH)`` (native LN, fp32,
+    verified), made once per session: the zoo's default export is read by many modules and each
+    export costs a second or more. Read it (``onnx.load(result.path)`` for a copy to change); never
+    write to its path."""
+    folder = tmp_path_factory.mktemp("zoo-exports")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            from lndeploy.export import export
+
+            cache[name] = export(zoo_model(name), folder / f"{name}.onnx")
+        return cache[name]
+
+    return get

@@ -18,11 +18,11 @@ from tests.conftest import zoo_model
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
+def zoo(tmp_path_factory, zoo_export):
     """fnn (native LN) and lstm (Scan, plugin nodes inside its body), written to disk."""
     folder = tmp_path_factory.mktemp("reference")
     return {
-        "fnn": export(zoo_model("fnn"), folder / "fnn.onnx").path,
+        "fnn": zoo_export("fnn").path,
         "lstm_plugin": export(zoo_model("lstm"), folder / "lstm_plugin.onnx", ln="plugin").path,
     }
 

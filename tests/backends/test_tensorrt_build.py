@@ -11,6 +11,7 @@ TensorRT loop whose profile spans batch and sequence. Measured here: 0.1-0.6 s p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,7 @@ trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed 
 ARCH = "sm86"
 RECURRENT = ("rnn", "lstm", "gru")
 _exports: dict = {}
+_zoo_export = None  # the session's zoo_export fixture, set by the workdir fixture
 
 
 def _ln_count(model) -> int:
@@ -31,22 +33,21 @@ def _ln_count(model) -> int:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, zoo_export):
+    global _zoo_export
+    _zoo_export = zoo_export  # zoo_variant's native files are the session's shared exports
     return tmp_path_factory.mktemp("trt-zoo")
 
 
 def zoo_variant(workdir, name: str, variant: str):
     """ONNX file of zoo model ``name`` as native / plugin / fp16 (cached for the module)."""
-    from lndeploy.export import export
     from lndeploy.onnxfile import load_model, save_model
 
     key = (name, variant)
     if key in _exports:
         return _exports[key]
-    native = workdir / f"{name}-native.onnx"
-    if (name, "native") not in _exports:
-        export(zoo_model(name), native, verify=False)
-        _exports[(name, "native")] = native
+    native = Path(_zoo_export(name).path)
+    _exports[(name, "native")] = native
     if variant == "plugin":
         from lndeploy.passes import ln_to_plugin
 
@@ -56,7 +57,8 @@ def zoo_variant(workdir, name: str, variant: str):
         from lndeploy.passes.precision import plan_precision
 
         save_model(plan_precision(load_model(native), "fp16"), workdir / f"{name}-fp16.onnx")
-    _exports[key] = workdir / f"{name}-{variant}.onnx"
+    if variant != "native":
+        _exports[key] = workdir / f"{name}-{variant}.onnx"
     return _exports[key]
 
 

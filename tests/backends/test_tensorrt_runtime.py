@@ -33,16 +33,13 @@ def _gpu():
 
 
 @pytest.fixture(scope="module")
-def fnn_engine(tmp_path_factory):
+def fnn_engine(tmp_path_factory, zoo_export):
     """A small RTX engine (fnn, sm86) and the ONNX it came from."""
     if not HAS_RTX:
         pytest.skip("TensorRT-RTX is not installed (pip install tensorrt-rtx)")
     from lndeploy.backends.tensorrt import build_engine
-    from lndeploy.export import export
 
-    folder = tmp_path_factory.mktemp("trt-run")
-    onnx_path, engine = folder / "fnn.onnx", folder / "fnn.engine"
-    export(zoo_model("fnn"), onnx_path, verify=False)
+    onnx_path, engine = Path(zoo_export("fnn").path), tmp_path_factory.mktemp("trt-run") / "fnn.engine"
     build_engine(onnx_path, engine, runtime="tensorrt-rtx", arch="sm86", progress=False)
     return onnx_path, engine
 

@@ -30,10 +30,8 @@ def test_zoo_model_passes_with_spec_report(run_cli, tmp_path, name):
 
 
 @pytest.fixture(scope="module")
-def fnn_onnx(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fnn") / "fnn.onnx"
-    export(zoo_model("fnn"), path)
-    return path
+def fnn_onnx(zoo_export):
+    return zoo_export("fnn").path
 
 
 def tamper(source, target, change):

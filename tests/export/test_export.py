@@ -20,9 +20,8 @@ def all_nodes(model):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("zoo")
-    return {name: export(zoo_model(name), folder / f"{name}.onnx") for name in ZOO}
+def exported(zoo_export):
+    return {name: zoo_export(name) for name in ZOO}
 
 
 @pytest.mark.parametrize("name", ZOO)
