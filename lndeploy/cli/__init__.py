@@ -82,14 +82,28 @@ def main(argv=None):
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+        sys.exit(_report_click(err, debug))
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into exit codes
         sys.exit(_report(err, debug))
     sys.exit(0)
+
+
+def _report_click(err: click.ClickException, debug: bool) -> int:
+    """A usage error is one line too (SPEC: exit 2, one line naming the problem), with where to find
+    help; click's own four-line form (usage, hint, blank, error) only with --debug. ``lndeploy`` with
+    no command still prints the help."""
+    no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())
+    if debug or (no_args_help and isinstance(err, no_args_help)):
+        err.show()
+        return err.exit_code
+    ctx = getattr(err, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(err.format_message().split())  # click may wrap long messages
+    click.echo(f"lndeploy: error: {message}{hint}", err=True)
+    return err.exit_code
 
 
 def _report(err: Exception, debug: bool) -> int:
