@@ -14,7 +14,11 @@ def _open(artifact, backend: str | None, **options):
         backend = "tensorrt" if suffix in (".engine", ".plan", ".trt") else "onnxruntime"
     if backend == "onnxruntime":
         from lndeploy.backends.onnxruntime import OrtSession
+        from lndeploy.backends.ort_optimized import disabled_optimizers
 
+        # the session bench times: on the CPU provider without ORT's SkipLayerNormFusion, whose
+        # kernel is 3.5-7x slower than the Add + LayerNormalization it replaces (docs/bench.md)
+        options.setdefault("disabled_optimizers", disabled_optimizers(options.get("providers")))
         return OrtSession(artifact, **options)
     if backend == "onnx-reference":
         from lndeploy.backends.reference import ReferenceSession
@@ -35,7 +39,8 @@ class Session:
 
     ``backend``: ``onnxruntime`` (default for .onnx), ``onnx-reference`` (ONNX's reference evaluator:
     slow, exact dtype semantics) or ``tensorrt`` (default for .engine). ``provider`` tells what ran.
-    """
+    ONNX Runtime sessions are the ones ``lndeploy bench`` times (``providers``, ``threads`` and
+    ``disabled_optimizers`` may be given as keywords)."""
 
     def __init__(self, artifact, backend: str | None = None, **options):
         self._impl = _open(artifact, backend, **options)

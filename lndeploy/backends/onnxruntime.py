@@ -128,6 +128,7 @@ class OrtSession:
 
     def __init__(self, model, providers=None, threads: int | None = None, disabled_optimizers=None):
         self.session = make_inference_session(model, providers, threads, disabled_optimizers)
+        self.disabled_optimizers = tuple(disabled_optimizers or ())
         self.inputs = [_meta(i) for i in self.session.get_inputs()]
         self.outputs = [_meta(o) for o in self.session.get_outputs()]
         # bf16 tensors cannot cross ORT's numpy bridge: such a session runs on OrtValues
