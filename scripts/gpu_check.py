@@ -333,7 +333,8 @@ def main(argv=None):
 
     device = "cpu" if args.interpret else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA device visible to torch; use --interpret for a CPU dry run")
+        print("gpu_check: no CUDA device visible to torch; use --interpret for a CPU dry run", file=sys.stderr)
+        return 3  # lndeploy's "cannot run here", not a correctness failure (1)
     out_dir = Path(os.environ.get("OUT") or "gpu_check_out")
     report = {"env": env_info(device)}
     for name, fn in (("correctness", lambda: correctness(kernel, plan, device)),

@@ -4,6 +4,7 @@
 # anything onnx is imported. Results: $OUT/gpu_check.json (./gpu_check_out/ when OUT is unset).
 # Then gpu_custom_op.py runs the zoo models with their LNs on the kernel ($OUT/gpu_custom_op.json).
 # Usage: scripts/gpu_check.sh [--interpret] [--no-autotune] [--budget-s 200]
+# Exit: 0 all correct, 1 a correctness failure, 3 no CUDA device (nothing measured).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$(dirname "$here")"
