@@ -63,7 +63,11 @@ def onnx_dim(input_name: str, index: int, dim) -> int | str:
     ``<input>_dim<index>``, the one label every command uses (build's --shapes, bench's --dim)."""
     if dim.HasField("dim_value") and dim.dim_value > 0:
         return int(dim.dim_value)
-    return dim.dim_param or f"{input_name}_dim{index}"
+    return dim.dim_param or unnamed_dim_label(input_name, index)
+
+
+def unnamed_dim_label(input_name: str, index: int) -> str:
+    return f"{input_name}_dim{index}"
 
 
 def pin(specs: list[InputSpec], sizes: dict[str, int]) -> list[InputSpec]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
+from lndeploy.inputs import unnamed_dim_label
 from lndeploy.onnxfile import primitive_norm_hint
 
 _ELEM = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 7: "int64", 6: "int32", 9: "bool", 3: "int8", 2: "uint8"}
@@ -194,7 +195,8 @@ def format_text(info: dict) -> str:
         for v in info[role]:
             lines.append(f"  {role[:-1]} {v['name']}: {v['dtype']} {v['shape']}")
     # '?' is a dim with neither a size nor a name: dynamic, but not tied to any other dim
-    dynamic = list(dict.fromkeys(v["shape"][i] if v["shape"][i] != "?" else f"{v['name']}[{i}] (unnamed)"
+    dynamic = list(dict.fromkeys(v["shape"][i] if v["shape"][i] != "?"
+                                 else f"{unnamed_dim_label(v['name'], i)} (unnamed)"
                                  for v in info["inputs"] for i in v["dynamic"]))
     lines.append(f"  dynamic dims: {', '.join(dynamic) if dynamic else 'none (static shapes)'}")
     norms = info["normalization_nodes"]

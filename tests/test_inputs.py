@@ -12,7 +12,7 @@ from lndeploy.inputs import specs_from_onnx
 def _model():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", None, 16])
     m = helper.make_tensor_value_info("m", TensorProto.INT64, [None])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", None, 16])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x, m], [y])
     return helper.make_model(graph)
 
@@ -24,3 +24,13 @@ def test_unnamed_dynamic_dims_get_one_label_in_every_command():
     assert [s.shape for s in specs] == [("batch", "x_dim1", 16), ("m_dim0",)]
     assert [s.dtype for s in specs] == [np.dtype(np.float32), np.dtype(np.int64)]
     assert [d.dims for d in onnx_inputs(_model())] == [s.shape for s in specs]
+
+
+def test_inspect_names_an_unnamed_dim_as_build_and_bench_do(tmp_path, run_cli):
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(), str(path))
+    result = run_cli("inspect", path)
+    assert result.code == 0, result.err
+    assert "dynamic dims: batch, x_dim1 (unnamed), m_dim0 (unnamed)" in result.out, result.out
