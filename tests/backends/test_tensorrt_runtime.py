@@ -168,6 +168,18 @@ def test_running_an_engine_without_gpu_exits_3(fnn_engine, run_cli):
     assert done.code == 3 and len(done.err.strip().splitlines()) == 1 and "needs an NVIDIA GPU" in done.err
 
 
+def test_truncated_engine_is_bad_input_on_any_machine(fnn_engine, tmp_path, run_cli):
+    """The sidecar's size check needs no GPU, so a replaced or truncated engine is exit 2 here too
+    (it was exit 3, 'needs an NVIDIA GPU', because the GPU was asked for first)."""
+    _, engine = fnn_engine
+    cut = tmp_path / "cut.engine"
+    cut.write_bytes(engine.read_bytes()[:1000])
+    shutil.copy(str(engine) + ".json", str(cut) + ".json")
+    done = run_cli("check", zoo_model("fnn"), "--engine", cut)
+    assert done.code == 2 and len(done.err.strip().splitlines()) == 1, done.err
+    assert "is 1000 bytes, its sidecar says" in done.err and "truncated" in done.err
+
+
 def test_missing_engine_is_bad_input(tmp_path):
     from lndeploy.backends.tensorrt import TrtSession
 

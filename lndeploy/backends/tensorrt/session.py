@@ -29,14 +29,15 @@ class TrtSession:
         if not path.is_file():
             raise BadInputError(f"engine not found: {path}")
         facts = sidecar.read(path)
+        # a replaced or truncated file is bad input on any machine: say so before asking for a GPU
+        expected = (facts or {}).get("engine", {}).get("size_bytes")
+        if expected is not None and expected != path.stat().st_size:
+            raise BadInputError(f"{path} is {path.stat().st_size} bytes, its sidecar says {expected}: the "
+                                "engine was replaced or truncated; rebuild it with lndeploy build")
         rt = load(facts["runtime"]["name"] if facts else runtime)
         gpu = require_gpu(f"running a {rt.label} engine")
         if facts:
             sidecar.check_compatible(facts, rt, gpu, path)
-            expected = facts.get("engine", {}).get("size_bytes")
-            if expected is not None and expected != path.stat().st_size:
-                raise BadInputError(f"{path} is {path.stat().st_size} bytes, its sidecar says {expected}: the "
-                                    "engine was replaced or truncated; rebuild it with lndeploy build")
         if rt.is_rtx and (facts is None or facts.get("plugins")):
             from lndeploy.plugins.layernorm import trt_plugin
 
