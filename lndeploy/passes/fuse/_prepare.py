@@ -28,7 +28,8 @@ def prepare(model, opset: int | None, notes: list):
     work = onnx.ModelProto()
     work.CopyFrom(model)
     if target > current:
-        work = _convert(work, current, target, notes)
+        why = f"--opset {opset}" if opset is not None else f"LayerNormalization needs {MIN_OPSET}"
+        work = _convert(work, current, target, why, notes)
     if model.ir_version < 4:
         _initializers_not_inputs(work.graph)
     required = onnx.helper.find_min_ir_version_for(list(work.opset_import), ignore_unknown=True)
@@ -46,14 +47,14 @@ def _initializers_not_inputs(graph) -> None:
     graph.input.extend(kept)
 
 
-def _convert(model, current: int, target: int, notes: list):
+def _convert(model, current: int, target: int, why: str, notes: list):
     """onnx's version converter (it rewrites ops whose signature changed, e.g. ReduceMean at 18);
     where it gives up, only the import is raised, which the ONNX Runtime check then vouches for."""
     from onnx import version_converter
 
     try:
         converted = version_converter.convert_version(model, target)
-        notes.append(f"converted from opset {current} to {target} (LayerNormalization needs {MIN_OPSET})")
+        notes.append(f"converted from opset {current} to {target} ({why})")
         return converted
     except Exception as err:  # the converter raises several unrelated types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

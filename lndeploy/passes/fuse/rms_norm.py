@@ -48,8 +48,9 @@ class RmsNormFusion(pattern.RewriteRuleClassBase):
             C.static_dims(x, axes)
             opset = context.model.opset_imports.get("", 0)
             if opset < MIN_OPSET:
-                C.fail(f"RMSNormalization needs opset {MIN_OPSET}, the model has {opset} "
-                       f"(ask for --opset {MIN_OPSET})")
+                # the opset here is the working copy's (raised to 17 for LayerNormalization), not
+                # the file's, so it is not quoted
+                C.fail(f"RMSNormalization needs opset {MIN_OPSET} (ask for --opset {MIN_OPSET})")
         except C.MatchFailureError as err:
             self.notes.refuse(context.root, NAME, err.reason)
             raise

@@ -44,6 +44,11 @@ def test_rms_norm_below_opset_23_is_left_and_reported():
     assert "needs opset 23" in result.unconverted[0]["reason"]
     raised = fuse(model, opset=23)  # asked for: converted, then fused
     assert T.ops(raised.model) == {"RMSNormalization": 1} and raised.opset_after == 23
+    # the notes give the real reasons: the model's own opset is 16 here, and 23 was asked for
+    legacy, _ = llama_rms(16)
+    left = fuse(legacy)
+    assert left.unconverted[0]["reason"].startswith("RMSNormalization needs opset 23 (ask for --opset 23)")
+    assert "converted from opset 16 to 23 (--opset 23)" in fuse(legacy, opset=23).notes
 
 
 def test_rms_norm_with_eps_after_sqrt_stays():
