@@ -1,6 +1,6 @@
 # The README's first two commands: `make demo` (export + parity-check a zoo model) and `make test`.
 # Both create .venv on first use. TORCH_SPEC pins the CPU build that lies on this project's machines;
-# a GPU user keeps their own CUDA torch with `make demo TORCH_SPEC=` in a venv that already has it.
+# a GPU user keeps their own CUDA torch with `make demo TORCH_SPEC= VENV=$VIRTUAL_ENV` (their venv, which has it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
