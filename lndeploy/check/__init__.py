@@ -115,6 +115,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
             export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug).notes
         result = compare(spec, str(artifact), backend, tol, rtol, samples, seed, debug)
     result.notes[:0] = export_notes
+    if onnx is not None or engine is not None:
+        result.notes += _unstable_weights_note(model, spec, result)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln = precision, ln
     if report is not None:
@@ -122,6 +124,26 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
         write_json_atomic(report, result.to_report())
     return result
+
+
+def _unstable_weights_note(model, spec, result) -> list[str]:
+    """A failed check of an artifact exported in another process often means the model file builds
+    different weights every time (an unseeded ``build()``): build it once more and compare. Only on
+    failure, and only for a model file (an in-memory module is the very one that was exported)."""
+    if result.passed or result.error or not isinstance(model, (str, os.PathLike)):
+        return []
+    import torch
+
+    from lndeploy import modelfile
+
+    again = modelfile.load(model).module.state_dict()
+    for name, tensor in spec.module.state_dict().items():
+        other = again.get(name)
+        if other is None or other.shape != tensor.shape or not torch.equal(other, tensor):
+            return [f"{model} builds different weights on each call ({name!r} differs between two builds): "
+                    "an artifact exported in another process cannot match it; seed build() "
+                    "(torch.manual_seed) or load saved weights"]
+    return []
 
 
 def _artifact_form(artifact, ln, precision, opset) -> tuple[str | None, str | None]:

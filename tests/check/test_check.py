@@ -180,3 +180,31 @@ def test_an_output_of_another_shape_is_a_parity_failure_naming_both_shapes(run_c
     assert result.code == 1, result.err
     last = result.out.strip().splitlines()[-1]
     assert "output 'output' has shape [1, 1, 10] from the artifact but [1, 10] from PyTorch" in last
+
+
+UNSEEDED = """
+import torch
+
+def build():
+    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+
+def example_inputs():
+    return (torch.randn(2, 8),)
+"""
+
+
+def test_failed_check_of_an_unseeded_model_file_says_why(run_cli, tmp_path):
+    """Each build() draws new weights, so an artifact exported by another call cannot match: the
+    failure (exit 1) carries a note naming the cause instead of leaving a bare max abs error."""
+    model = tmp_path / "unseeded.py"
+    model.write_text(UNSEEDED)
+    artifact = tmp_path / "m.onnx"
+    assert run_cli("export", model, "-o", artifact).code == 0
+    result = run_cli("check", model, "--onnx", artifact)
+    assert result.code == 1, result.err
+    assert "builds different weights on each call" in result.out and "seed build()" in result.out
+    seeded = tmp_path / "seeded.py"
+    seeded.write_text(UNSEEDED.replace("def build():\n", "def build():\n    torch.manual_seed(0)\n"))
+    assert run_cli("export", seeded, "-o", artifact).code == 0
+    passed = run_cli("check", seeded, "--onnx", artifact)
+    assert passed.code == 0 and "different weights" not in passed.out, passed.out
