@@ -124,19 +124,24 @@ def _norm_node(node, owner: str | None) -> dict:
 
 def _precision(model, graphs) -> dict:
     """Element types of the weights and of every Cast target: what a strongly typed engine will use.
-    ``dominant`` is the float type holding the most weight *elements* (an fp16 plan keeps its few LN
-    gains fp32, but its matmul weights are fp16)."""
+    ``dominant`` is the float type holding the most weight *elements*, not counting weights that only
+    normalization nodes read: an fp16 plan keeps every LN an fp32 island, and an LN over (C,H,W) can
+    hold more gain and bias elements than all the fp16 convolutions together."""
     weights = collections.Counter(_ELEM.get(i.data_type, str(i.data_type)) for g in graphs for i in g.initializer)
-    elements = collections.Counter()
+    elements, norm_elements = collections.Counter(), collections.Counter()
     for g in graphs:
-        constants = [a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
-        for init in list(g.initializer) + constants:  # older exporters keep weights in Constant nodes
+        norm_only = _read_only_by_norms(g)
+        constants = [(n.output[0], a.t) for n in g.node if n.op_type == "Constant" for a in n.attribute
+                     if a.HasField("t")]
+        # older exporters keep weights in Constant nodes
+        for name, init in [(i.name, i) for i in g.initializer] + constants:
             kind = _ELEM.get(init.data_type)
             if kind in _FLOATS:
                 count = 1
                 for d in init.dims:
                     count *= d
-                elements[kind] += count
+                (norm_elements if name in norm_only else elements)[kind] += count
+    all_elements = elements + norm_elements
     io_floats = collections.Counter(_ELEM.get(v.type.tensor_type.elem_type) for v in
                                     list(model.graph.input) + list(model.graph.output))
     io_floats = {k: n for k, n in io_floats.items() if k in _FLOATS}
@@ -147,9 +152,20 @@ def _precision(model, graphs) -> dict:
                 to = next((a.i for a in n.attribute if a.name == "to"), None)
                 casts[_ELEM.get(to, str(to))] += 1
     # no float weights (scale and bias as graph inputs, as in ONNX's own LN test models): the I/O types say it
-    counts = elements or io_floats
+    # a graph of LNs only: their weights are all there is
+    counts = elements or norm_elements or io_floats
     main = max(counts, key=counts.get) if counts else "fp32"
-    return {"weights": dict(weights), "weight_elements": dict(elements), "casts_to": dict(casts), "dominant": main}
+    return {"weights": dict(weights), "weight_elements": dict(all_elements), "casts_to": dict(casts),
+            "dominant": main}
+
+
+def _read_only_by_norms(graph) -> set[str]:
+    """Names that normalization nodes read and nothing else does (their scale and bias)."""
+    readers = collections.defaultdict(set)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].add(node.op_type)
+    return {name for name, ops in readers.items() if ops <= set(_NORM_OPS)}
 
 
 def artifact_form(path) -> dict:

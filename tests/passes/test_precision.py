@@ -101,6 +101,21 @@ def test_plan_types_io_fp32_ln_islands_fp32_matmuls_reduced(plans, fp32, name, l
     assert heavy and all(types[n.input[0]] == LOW[precision] and types[n.input[1]] == LOW[precision] for n in heavy)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("ln", ["native", "plugin"])
+@pytest.mark.parametrize("name", ZOO)
+def test_plan_reads_back_as_its_precision(plans, tmp_path, name, ln, precision):
+    """check --onnx takes precision (so its default atol) from the artifact: the fp32 LN islands'
+    gain and bias must not outvote the reduced weights (cnn's LN over (C,H,W) holds 49152 fp32
+    elements against 5418 fp16 conv weights, and read back as fp32, gating fp16 at 1e-4)."""
+    from lndeploy.inspection import artifact_form
+
+    path = tmp_path / "plan.onnx"
+    onnx.save(plans(name, ln, precision), str(path))
+    form = artifact_form(path)
+    assert (form["ln"], form["precision"]) == (ln, precision)
+
+
 def test_bf16_weights_come_from_fp32_once_rounded_and_opset_is_raised_for_conv(plans, fp32):
     planned, source = plans("cnn", "native", "bf16"), fp32["cnn"][1]
     assert planned.opset_import[0].version == 22  # ONNX types Conv in bf16 from opset 22 on
