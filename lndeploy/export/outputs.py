@@ -33,8 +33,11 @@ def output_leaves(result) -> list[tuple[tuple, object]]:
         else:
             where = _join(path) or "the returned value"
             kind = type(value).__name__
+            # a transformers KV cache (DynamicCache...) is the common case, and torch.tensor() is no fix for it
+            fix = ("build the model with use_cache=False" if kind.endswith("Cache")
+                   else "return a tensor (torch.tensor(...)) or leave it out")
             raise BadInputError(f"forward() returns {_article(kind)} {kind} at output {where}: only tensors (or "
-                                f"None) can be ONNX outputs; return a tensor (torch.tensor(...)) or leave it out")
+                                f"None) can be ONNX outputs; {fix}")
 
     walk(result, ())
     if not leaves:

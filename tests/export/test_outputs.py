@@ -56,3 +56,20 @@ def test_a_python_number_output_is_bad_input_naming_it(tmp_path):
     with pytest.raises(BadInputError, match="returns an int at output output_1"):
         exported(tmp_path, "python_int")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_transformers_kv_cache_output_names_use_cache_false(tmp_path):
+    # causal LMs in transformers return a DynamicCache unless use_cache=False; "torch.tensor(...)" misled
+    cache_utils = pytest.importorskip("transformers.cache_utils", reason="the cache class is transformers'")
+
+    class WithCache(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln = nn.LayerNorm(16)
+
+        def forward(self, x):
+            return {"last_hidden_state": self.ln(x), "past_key_values": cache_utils.DynamicCache()}
+
+    with pytest.raises(BadInputError, match="DynamicCache at output past_key_values.*use_cache=False"):
+        export(WithCache(), tmp_path / "m.onnx", example_inputs=(torch.randn(2, 16),))
+    assert not (tmp_path / "m.onnx").exists()
