@@ -4,10 +4,11 @@ Rules, applied in this order, each one module with its formula in its docstring:
 
 1. ``layer_norm``: mean / variance / eps / root over trailing axes -> ``LayerNormalization``
 2. ``channel_first_layer_norm``: the same over other axes -> Transpose, LayerNormalization, Transpose
-3. ``rms_norm``: ``x / sqrt(mean(x**2) + eps)`` -> ``RMSNormalization`` (opset >= 23 only)
-4. ``no_op_cast``: ``Cast(N(x), to=N's own type)`` -> ``N(x)``
-5. ``ln_scale``: ``N(x) * scale`` -> N with that scale
-6. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
+3. ``tf_layer_norm``: ``x * inv + (beta - mean * inv)``, ``inv = gamma * rsqrt(var + eps)`` -> LN
+4. ``rms_norm``: ``x / sqrt(mean(x**2) + eps)`` -> ``RMSNormalization`` (opset >= 23 only)
+5. ``no_op_cast``: ``Cast(N(x), to=N's own type)`` -> ``N(x)``
+6. ``ln_scale``: ``N(x) * scale`` -> N with that scale
+7. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
 
 Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
 A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 
 from lndeploy.errors import BadInputError
 
-RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "rms_norm", "no_op_cast", "ln_scale", "ln_bias")
+RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "tf_layer_norm", "rms_norm", "no_op_cast", "ln_scale",
+              "ln_bias")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
 MIN_OPSET = 17
 
@@ -137,7 +139,8 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     from lndeploy.passes.fuse import _common, _prepare
 
     counts = dict.fromkeys(RULE_ORDER, 0)
-    if opset is None and not _prepare.has_op(source, "ReduceMean"):
+    # every rule starts from a reduction, or (unflatten) from the Flatten of ONNX's function body
+    if opset is None and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
         return source, counts, []
     work = _prepare.prepare(source, opset, notes)
     model = ir.serde.deserialize_model(work)

@@ -21,8 +21,6 @@ from onnxscript.rewriter._basics import MatchFailureError
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")
-# the spellings of the biased variance (see ``variance``)
-VARIANCES = ("centred", "own_mean", "moments")
 
 
 @dataclass
@@ -49,36 +47,31 @@ def square(op, d, p2):
     return pattern.OrValue([op.Pow(d, p2), op.Mul(d, d)])
 
 
-def variance(op, kind: str, x, d, mean, p2, p2_mean):
-    """The biased variance of ``x`` over the mean's axes, spelled as ``kind`` (see VARIANCES).
-
-    centred  : ReduceMean(d ** 2)                         d = x - mean, shared with the numerator
-    own_mean : ReduceMean((x - ReduceMean(x)) ** 2)       a second mean (bound as ``var_centre``)
-    moments  : ReduceMean(x ** 2) - mean ** 2             E[x^2] - E[x]^2
-
-    The ReduceMean that the variance (or E[x^2]) comes from is bound as ``var``: its axes are checked.
-    """
-    if kind == "centred":
-        return op.ReduceMean(square(op, d, p2), _allow_other_inputs=True, _outputs=["var"])
-    if kind == "own_mean":
-        centre = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["var_centre"])
-        return op.ReduceMean(square(op, op.Sub(x, centre), p2), _allow_other_inputs=True, _outputs=["var"])
-    mean_of_square = op.ReduceMean(square(op, x, p2), _allow_other_inputs=True, _outputs=["var"])
-    return op.Sub(mean_of_square, square(op, mean, p2_mean))
-
-
 def normalize(op, num, var, eps, form: str, half, minus_half, one):
     """``num / sqrt(var + eps)`` in ``form`` (see FORMS), with every spelling of the root.
 
     sqrt(v)     : Sqrt(v) | Pow(v, 0.5)
     1 / sqrt(v) : Reciprocal(sqrt(v)) | Pow(v, -0.5) | Div(1, sqrt(v))
     """
-    plus_eps = pattern.OrValue([op.Add(var, eps), op.Add(eps, var)])
-    root = pattern.OrValue([op.Sqrt(plus_eps), op.Pow(plus_eps, half)])
     if form == "div":
-        return op.Div(num, root)
-    inverse = pattern.OrValue([op.Reciprocal(root), op.Pow(plus_eps, minus_half), op.Div(one, root)])
+        return op.Div(num, _root(op, _plus_eps(op, var, eps), half))
+    inverse = inverse_root(op, var, eps, half, minus_half, one)
     return op.Mul(num, inverse) if form == "mul" else op.Mul(inverse, num)
+
+
+def inverse_root(op, var, eps, half, minus_half, one):
+    """``1 / sqrt(var + eps)``: Reciprocal(sqrt) | Pow(var + eps, -0.5) | Div(1, sqrt)."""
+    plus_eps = _plus_eps(op, var, eps)
+    root = _root(op, plus_eps, half)
+    return pattern.OrValue([op.Reciprocal(root), op.Pow(plus_eps, minus_half), op.Div(one, root)])
+
+
+def _plus_eps(op, var, eps):
+    return pattern.OrValue([op.Add(var, eps), op.Add(eps, var)])
+
+
+def _root(op, plus_eps, half):
+    return pattern.OrValue([op.Sqrt(plus_eps), op.Pow(plus_eps, half)])
 
 
 class NotOurs(MatchFailureError):
@@ -134,34 +127,25 @@ def reduce_axes(node, rank: int) -> tuple[int, ...]:
     keepdims = node.attributes.get_int("keepdims", 1)
     if keepdims != 1:
         fail("a ReduceMean drops the reduced dims (keepdims=0), so it does not broadcast like LN", node)
+    return axes_of_reduce(node, rank)
+
+
+def axes_of_reduce(node, rank: int) -> tuple[int, ...]:
+    """Sorted non-negative axes of a ReduceMean/ReduceSum, from its attribute or its input."""
     axes = node.attributes.get_ints("axes", None)
     if len(node.inputs) > 1 and node.inputs[1] is not None:
         array = const_array(node.inputs[1])
         if array is None:
-            fail("the ReduceMean axes are not constant", node)
+            fail(f"the {node.op_type} axes are not constant", node)
         axes = array.reshape(-1).tolist()
     if not axes:
         if node.attributes.get_int("noop_with_empty_axes", 0):
-            fail("a ReduceMean with empty axes and noop_with_empty_axes=1 reduces nothing", node)
+            fail(f"a {node.op_type} with empty axes and noop_with_empty_axes=1 reduces nothing", node)
         axes = list(range(rank))
     normalized = sorted({a + rank if a < 0 else a for a in axes})
     if normalized[0] < 0 or normalized[-1] >= rank or len(normalized) != len(axes):
-        fail(f"the ReduceMean axes {list(axes)} are not valid for rank {rank}", node)
+        fail(f"the {node.op_type} axes {list(axes)} are not valid for rank {rank}", node)
     return tuple(normalized)
-
-
-def stats_axes(x, mean, var, centre=None) -> tuple[int, ...]:
-    """The axes all means reduce over (the variance's own mean ``centre`` too); one and the same set."""
-    rank = rank_of(x)
-    mean_axes = reduce_axes(mean.producer(), rank)
-    for other in (var, centre):
-        if other is None:
-            continue
-        other_axes = reduce_axes(other.producer(), rank)
-        if mean_axes != other_axes:
-            fail(f"the mean is over axes {list(mean_axes)} but the variance over {list(other_axes)}",
-                 other.producer())
-    return mean_axes
 
 
 def epsilon_of(eps, rank: int) -> float:
@@ -217,14 +201,9 @@ def is_all(value, number: float) -> bool:
     return array is not None and bool(np.all(array == number))
 
 
-def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> ir.Value:
-    """``param`` (broadcast against an output of rank ``out_rank``) as a tensor of the normalized shape.
-
-    Allowed only where it broadcasts as LN's scale and bias do: every dim of ``param`` that lines up
-    with a non-normalized output axis is 1, every other dim is 1 or the normalized dim. ``out_axes``
-    are the output axes the normalized dims sit on, in increasing order. Constants are reshaped and
-    broadcast here; a computed tensor gets a Reshape (and an Expand where it broadcasts).
-    """
+def param_layout(param, out_rank: int, out_axes, norm_dims) -> tuple[tuple, tuple]:
+    """(param's shape, its dims along ``out_axes``), or refused where it does not broadcast as a
+    scale or bias of the normalized dims does (see ``norm_param``)."""
     shape = param.shape
     if shape is None or not all(isinstance(d, int) for d in shape):
         fail("the scale or bias has no static shape", param)
@@ -237,6 +216,18 @@ def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> i
     picked = tuple(full[a] for a in out_axes)
     if any(p not in (1, n) for p, n in zip(picked, norm_dims)):
         fail(f"the scale or bias of shape {list(shape)} does not broadcast to {list(norm_dims)}", param)
+    return shape, picked
+
+
+def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> ir.Value:
+    """``param`` (broadcast against an output of rank ``out_rank``) as a tensor of the normalized shape.
+
+    Allowed only where it broadcasts as LN's scale and bias do: every dim of ``param`` that lines up
+    with a non-normalized output axis is 1, every other dim is 1 or the normalized dim. ``out_axes``
+    are the output axes the normalized dims sit on, in increasing order. Constants are reshaped and
+    broadcast here; a computed tensor gets a Reshape (and an Expand where it broadcasts).
+    """
+    shape, picked = param_layout(param, out_rank, out_axes, norm_dims)
     array = const_array(param)
     name = notes.fresh_name(param.name or "param")
     if array is not None:

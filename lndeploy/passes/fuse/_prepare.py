@@ -8,13 +8,13 @@ MIN_OPSET = 17
 
 
 def rule_modules():
-    from lndeploy.passes.fuse import cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm
+    from lndeploy.passes.fuse import cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm, tf_layer_norm
 
-    return (layer_norm, channel_first, rms_norm, cast, ln_scale, ln_bias)
+    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias)
 
 
-def has_op(model, op_type: str) -> bool:
-    return any(n.op_type == op_type for g in iter_graphs(model.graph) for n in g.node)
+def has_op(model, *op_types: str) -> bool:
+    return any(n.op_type in op_types for g in iter_graphs(model.graph) for n in g.node)
 
 
 def prepare(model, opset: int | None, notes: list):

@@ -38,10 +38,20 @@ class Graph:
 
     def reduce_mean(self, x: str, axes, keepdims: int | None = None) -> str:
         """Axes as an attribute below opset 18 (legacy exports), as an input from 18 on."""
+        return self.reduce("ReduceMean", x, axes, keepdims)
+
+    def reduce(self, op_type: str, x: str, axes, keepdims: int | None = None) -> str:
+        """ReduceMean takes its axes as an input from opset 18 on, ReduceSum from 13 on."""
         attrs = {} if keepdims is None else {"keepdims": keepdims}
-        if self.opset >= 18:
-            return self.op("ReduceMean", x, self.const(axes, np.int64), **attrs)
-        return self.op("ReduceMean", x, axes=list(axes), **attrs)
+        if self.opset >= {"ReduceMean": 18, "ReduceSum": 13}[op_type]:
+            return self.op(op_type, x, self.const(axes, np.int64), **attrs)
+        return self.op(op_type, x, axes=list(axes), **attrs)
+
+    def unsqueeze(self, x: str, axes) -> str:
+        """Axes as an attribute below opset 13, as an input from 13 on."""
+        if self.opset >= 13:
+            return self.op("Unsqueeze", x, self.const(axes, np.int64))
+        return self.op("Unsqueeze", x, axes=list(axes))
 
     def model(self, *outputs: str, shape=None) -> onnx.ModelProto:
         """The model; outputs are typed by shape inference, or all given ``shape``."""

@@ -20,6 +20,7 @@ import numpy as np
 from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _stats as S
 from lndeploy.passes.fuse.layer_norm import StatsNormFusion
 
 NAME = "channel_first_layer_norm"
@@ -32,17 +33,17 @@ class ChannelFirstFusion(StatsNormFusion):
         if C.is_trailing(axes, C.rank_of(x)):
             raise C.NotOurs("the axes are trailing: the layer_norm rule's case")
 
-    def rewrite(self, op, x, eps, mean, var, **_):
+    def rewrite(self, op, x, eps, mean, var, num, **_):
         rank = C.rank_of(x)
-        axes = C.stats_axes(x, mean, var)
+        axes = S.stats_axes(x, mean, var)
         epsilon = C.epsilon_of(eps, rank)
         perm = [a for a in range(rank) if a not in axes] + list(axes)
         moved = C.typed(op.Transpose(x, perm=perm), x, perm)
-        scale = C.ones(op, self.notes, x, C.static_dims(x, axes))
+        scale = self.scale(op, x, C.static_dims(x, axes), num)
         y = C.typed(op.LayerNormalization(moved, scale, axis=-len(axes), epsilon=epsilon, stash_type=1), moved)
         return op.Transpose(y, perm=[int(i) for i in np.argsort(perm)])
 
 
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
     return pattern.RewriteRuleSet([ChannelFirstFusion.rule(form, variance, notes)
-                                   for variance in C.VARIANCES for form in C.FORMS])
+                                   for variance in S.VARIANCES for form in C.FORMS])

@@ -1,22 +1,28 @@
 """LayerNorm over trailing axes, written as primitive ops -> one ``LayerNormalization``.
 
-    mean = ReduceMean(x, axes)                       axes = the last k axes, keepdims=1
-    d    = x - mean
-    var  = ReduceMean(d ** 2, axes)                  d ** 2 as Pow(d, 2) or Mul(d, d)
-         | ReduceMean((x - ReduceMean(x, axes)) ** 2, axes)    the variance's own mean (torch's
-                                                     x.var(unbiased=False) in the legacy export)
-         | ReduceMean(x ** 2, axes) - mean ** 2      E[x^2] - E[x]^2 (ONNX's own LayerNormalization
+    mean = mean(x, axes)                             axes = the last k axes; every spelling of
+                                                     ``_stats.mean_of``: ReduceMean (keepdims=1),
+                                                     ReduceSum / N, ReduceSum * (1/N), keepdims=0
+                                                     and Unsqueeze back to the same axes
+    d    = x - mean                                  (or mean - x: y = -LN(x), a scale of -1)
+    var  = mean(d ** 2, axes)                        d ** 2 as Pow(d, 2) or Mul(d, d)
+         | mean((x - m) ** 2, axes) | mean((m - x) ** 2, axes)   a Sub of its own, m the same mean
+                                                     or a second one (torch's x.var(unbiased=False)
+                                                     in the legacy export)
+         | mean(x ** 2, axes) - mean ** 2            E[x^2] - E[x]^2 (ONNX's own LayerNormalization
                                                      function body, what its _expanded tests hold)
     y    = d / sqrt(var + eps)                       Sqrt+Div, Reciprocal+Mul, Pow(-0.5)+Mul, Div(1, .)+Mul
   ->
-    y    = LayerNormalization(x, ones(x.shape[-k:]); axis=-k, epsilon=eps, stash_type=1)
+    y    = LayerNormalization(x, s; axis=-k, epsilon=eps, stash_type=1)    s = ones(x.shape[-k:]),
+                                                     or -ones for d = mean - x
 
-ReduceMean may carry its axes as an attribute (opset < 18, what torch's legacy exporter writes) or as
-an input (opset >= 18). The rewrite happens only where the math is the same: both means over the
-same axes, keepdims=1, the exponent exactly 2, eps a scalar constant (not a graph input) added
-before the root, and the normalized dims static. Variance divided by N-1 (ReduceSum/(N-1) or a
-rescaled mean) and eps added after Sqrt do not match the pattern at all. The affine part
-(``* scale + bias``) is folded in afterwards by the ``ln_scale`` and ``ln_bias`` rules.
+The rewrite happens only where the math is the same: all means over the same axes with the reduced
+dims kept (or put back by Unsqueeze at exactly those axes), a sum divided by exactly N (the product
+of the static reduced dims; 1/N within fp32 rounding), the exponent exactly 2, eps a scalar
+constant (not a graph input) added before the root, and the normalized dims static. Variance
+divided by N-1 (ReduceSum/(N-1), refused, or a rescaled mean, which does not match) and eps added
+after Sqrt are left. The affine part (``* scale + bias``) is folded in afterwards by the
+``ln_scale`` and ``ln_bias`` rules.
 
 Statistics that are also used elsewhere (a graph output Mean or InvStdDev, as in ONNX's expanded
 function) do not stop the rewrite: ``y`` becomes the LN node, and the ops that compute the other
@@ -27,7 +33,10 @@ from __future__ import annotations
 
 from onnxscript.rewriter import pattern
 
+import numpy as np
+
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _stats as S
 
 NAME = "layer_norm"
 
@@ -43,17 +52,17 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
         self.form, self.variance, self.notes = form, variance, notes
 
     def pattern(self, op, x, eps, p2, p2_mean, half, minus_half, one):
-        mean = op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
-        d = op.Sub(x, mean)
-        var = C.variance(op, self.variance, x, d, mean, p2, p2_mean)
-        return C.normalize(op, d, var, eps, self.form, half, minus_half, one)
+        mean = S.mean_of(op, x, name="mean")
+        num = S.centred(op, x, mean, name="num")
+        var = S.variance(op, self.variance, x, num, mean, p2, p2_mean)
+        return C.normalize(op, num, var, eps, self.form, half, minus_half, one)
 
     def check(self, context, x, eps, mean, var, p2=None, p2_mean=None, half=None, minus_half=None, one=None,
               var_centre=None, **_):
         try:
             C.float_dtype(x)
             C.check_exponents(p2, half, minus_half, one, p2_mean)
-            axes = C.stats_axes(x, mean, var, var_centre)
+            axes = S.stats_axes(x, mean, var, var_centre)
             self.check_axes(x, axes)
             C.epsilon_of(eps, C.rank_of(x))
             C.static_dims(x, axes)
@@ -68,14 +77,21 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
         if not C.is_trailing(axes, C.rank_of(x)):
             raise C.NotOurs(f"axes {list(axes)} are not the trailing axes: the channel-first rule's case")
 
-    def rewrite(self, op, x, eps, mean, var, **_):
+    def rewrite(self, op, x, eps, mean, var, num, **_):
         rank = C.rank_of(x)
-        axes = C.stats_axes(x, mean, var)
+        axes = S.stats_axes(x, mean, var)
         epsilon = C.epsilon_of(eps, rank)
-        scale = C.ones(op, self.notes, x, C.static_dims(x, axes))
+        scale = self.scale(op, x, C.static_dims(x, axes), num)
         return op.LayerNormalization(x, scale, axis=-len(axes), epsilon=epsilon, stash_type=1)
+
+    def scale(self, op, x, dims, num):
+        """Ones, or minus ones where the numerator is ``mean - x`` (negation is exact)."""
+        if not S.is_negated(num, x):
+            return C.ones(op, self.notes, x, dims)
+        data = np.full(dims, -1, dtype=x.dtype.numpy())
+        return op.initializer(C.ir.tensor(data), name=self.notes.fresh_name(f"{x.name or 'x'}_minus_ones"))
 
 
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
     return pattern.RewriteRuleSet([StatsNormFusion.rule(form, variance, notes)
-                                   for variance in C.VARIANCES for form in C.FORMS])
+                                   for variance in S.VARIANCES for form in C.FORMS])

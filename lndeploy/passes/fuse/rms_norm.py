@@ -19,6 +19,7 @@ from __future__ import annotations
 from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _stats as S
 
 NAME = "rms_norm"
 MIN_OPSET = 23
@@ -64,11 +65,12 @@ class RmsNormFusion(pattern.RewriteRuleClassBase):
 
 
 def _is_centred(x) -> bool:
+    """x = a - m or m - a, m a statistic of a (a mean in any spelling, or a near-miss of one)."""
     node = x.producer()
     if node is None or node.op_type != "Sub" or node.domain not in ("", "ai.onnx"):
         return False
-    mean = node.inputs[1].producer() if node.inputs[1] is not None else None
-    return mean is not None and mean.op_type == "ReduceMean" and mean.inputs[0] is node.inputs[0]
+    a, b = node.inputs[0], node.inputs[1]
+    return S.reduces(b, a) or S.reduces(a, b)
 
 
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:

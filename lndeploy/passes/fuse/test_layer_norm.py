@@ -138,7 +138,7 @@ def with_eps(make_eps):
 
 NOT_CONSTANT = "epsilon is not a constant"
 NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the pattern does not match at all)
-    "variance over N-1 (ReduceSum)": (near_miss_unbiased_sum, None),
+    "variance over N-1 (ReduceSum)": (near_miss_unbiased_sum, "divided by 15, not by 16"),
     "variance over N-1 (rescaled mean)": (near_miss_unbiased_rescaled, None),
     "eps added after Sqrt": (near_miss_eps_after_sqrt, None),
     "eps a graph input": (with_eps(lambda g, x: g.input("eps", [])), NOT_CONSTANT),
