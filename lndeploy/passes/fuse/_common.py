@@ -236,8 +236,10 @@ def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> i
     value = param
     if shape != picked:
         value = op.Reshape(param, op.initializer(ir.tensor(np.array(picked, np.int64)), name=name + "_shape"))
+        value.type, value.shape = param.type, ir.Shape(picked)  # later rules read its shape
     if picked != tuple(norm_dims):
         value = op.Expand(value, op.initializer(ir.tensor(np.array(norm_dims, np.int64)), name=name + "_dims"))
+        value.type, value.shape = param.type, ir.Shape(norm_dims)
     return value
 
 

@@ -8,9 +8,10 @@ MIN_OPSET = 17
 
 
 def rule_modules():
-    from lndeploy.passes.fuse import cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm, tf_layer_norm
+    from lndeploy.passes.fuse import (cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm, tf_layer_norm,
+                                      unflatten)
 
-    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias)
+    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias, unflatten)
 
 
 def has_op(model, *op_types: str) -> bool:
