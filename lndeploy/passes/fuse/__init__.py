@@ -13,7 +13,7 @@ Rules, applied in this order, each one module with its formula in its docstring:
 
 Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
 A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
-ReduceMean to look at; if nothing is fused, the input is returned unchanged. ``to="plugin"`` then
+ReduceMean, ReduceSum or Flatten to look at; if nothing is fused, the input is returned unchanged. ``to="plugin"`` then
 turns every LayerNormalization into lndeploy's plugin node (:mod:`lndeploy.passes.ln_to_plugin`).
 With ``verify`` ONNX Runtime runs the input and the result on the same random inputs and a change
 beyond 1e-5 (fp32) raises ParityError before anything is written.
