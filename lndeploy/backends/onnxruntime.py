@@ -85,12 +85,17 @@ def _lower_ir_version(model, err: Exception):
     return lowered
 
 
-def make_inference_session(model, providers=None, threads: int | None = None, disabled_optimizers=None):
-    """``disabled_optimizers``: names of ORT graph transformers to skip (e.g. "SkipLayerNormFusion")."""
+def make_inference_session(model, providers=None, threads: int | None = None, disabled_optimizers=None,
+                           optimize: bool = True):
+    """``disabled_optimizers``: names of ORT graph transformers to skip (e.g. "SkipLayerNormFusion").
+    ``optimize=False`` runs the graph as written (no ORT graph rewrites at all): the reference side of
+    a rewrite's verification, which ORT's own LayerNorm fusion would otherwise blur."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors reach the user as one raised line
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -126,8 +131,9 @@ class OrtSession:
 
     backend = "onnxruntime"
 
-    def __init__(self, model, providers=None, threads: int | None = None, disabled_optimizers=None):
-        self.session = make_inference_session(model, providers, threads, disabled_optimizers)
+    def __init__(self, model, providers=None, threads: int | None = None, disabled_optimizers=None,
+                 optimize: bool = True):
+        self.session = make_inference_session(model, providers, threads, disabled_optimizers, optimize)
         self.disabled_optimizers = tuple(disabled_optimizers or ())
         self.inputs = [_meta(i) for i in self.session.get_inputs()]
         self.outputs = [_meta(o) for o in self.session.get_outputs()]

@@ -30,8 +30,9 @@ def compare(before, after, *, seed: int = 0) -> dict:
         return {"passed": True, "backend": None, "provider": None, "unchanged": True,
                 "tolerance": {k: TOLERANCE[k] for k in sorted(TOLERANCE)}, "samples": []}
     try:
-        reference = _loaded(_AsWritten, before)
-        fused = _loaded(OrtSession, after)
+        # the input as written (ORT would otherwise fuse its primitive-op LayerNorm itself), on the CPU
+        reference = OrtSession(before, providers=["CPUExecutionProvider"], optimize=False)
+        fused = OrtSession(after)
     except Exception as err:  # noqa: BLE001 - ORT raises its own types
         if "NOT_IMPLEMENTED" not in str(err):
             raise BadInputError(f"cannot verify: ONNX Runtime cannot load the input model "
@@ -58,46 +59,6 @@ def compare(before, after, *, seed: int = 0) -> dict:
                             f"({refused[0]}); rerun with --no-verify")
     return {"passed": True, "backend": getattr(fused, "backend", "onnxruntime"), "provider": fused.provider,
             "tolerance": {k: TOLERANCE[k] for k in sorted(TOLERANCE)}, "samples": samples}
-
-
-def _loaded(make, model):
-    """``make(model)``, or where this ONNX Runtime refuses the file's IR version (onnx >= 1.19 writes
-    IR 11+ by default, newer than some ORT builds read), ``make`` of a copy at the lowest IR version its
-    opsets allow: the IR version is the file format's, the graph and its numbers are the same."""
-    import onnx
-
-    try:
-        return make(model)
-    except Exception as err:  # noqa: BLE001 - ORT raises its own types
-        if "IR version" not in str(err):
-            raise
-        lowest = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-        if lowest >= model.ir_version:
-            raise
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        copy.ir_version = lowest
-        return make(copy)
-
-
-class _AsWritten:
-    """The input model on ORT's CPU provider with graph optimizations off: ORT would otherwise fuse
-    the primitive-op LayerNorm itself, and the reference would no longer be the graph as written."""
-
-    def __init__(self, model):
-        import onnxruntime as ort
-
-        from lndeploy import plugin_spec
-        from lndeploy.backends.onnxruntime import _meta
-
-        if plugin_spec.plugin_nodes(model):
-            model = plugin_spec.with_reference_functions(model)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.inputs = [_meta(i) for i in self.session.get_inputs()]
-        self.outputs = [_meta(o) for o in self.session.get_outputs()]
 
 
 def _on_reference_evaluator(model):
