@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -38,7 +39,21 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
 
 
 def write_json_atomic(target: str | os.PathLike, obj) -> None:
-    write_bytes_atomic(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Strict JSON: a NaN or infinite float (an error statistic that could not be computed) is
+    written as null, since Python's bare NaN/Infinity tokens are rejected by standard parsers (jq,
+    JSON.parse, Go's encoding/json) that a CI gate reads reports with."""
+    text = json.dumps(_finite_or_null(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_bytes_atomic(target, (text + "\n").encode())
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def _umask() -> int:
