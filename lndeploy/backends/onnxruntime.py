@@ -101,9 +101,12 @@ def make_inference_session(model, providers=None, threads: int | None = None, di
         options.inter_op_num_threads = 1
     model = _load(model)
 
+    disabled = list(disabled_optimizers or ()) + [n for n in _crashing_optimizers(model) if n not in
+                                                  (disabled_optimizers or ())]
+
     def create(proto):
         return ort.InferenceSession(proto.SerializeToString(), options, providers=providers or default_providers(),
-                                    disabled_optimizers=list(disabled_optimizers or ()))
+                                    disabled_optimizers=disabled)
 
     try:
         try:
@@ -124,6 +127,25 @@ def make_inference_session(model, providers=None, threads: int | None = None, di
             error.reason = reason  # without the hint, for callers (bench) that have no such option
             raise error from err
         raise BadInputError(f"ONNX Runtime cannot load the model: {text}") from err
+
+
+def _crashing_optimizers(model) -> list[str]:
+    """ORT graph transformers that crash the process on this model (a segfault cannot be caught).
+
+    ORT 1.31's MatmulTransposeFusion segfaults while the session is created on fp16 ``Transpose ->
+    MatMul`` (e.g. Cast(fp32 -> fp16) -> Transpose(perm [1, 0, 2]) -> MatMul, as torch exports
+    nn.MultiheadAttention's batch_first=False layout in an fp16 plan). Its fused kernel is worth
+    little next to the Casts an fp16 graph runs on the CPU, so fp16 graphs go without it."""
+    from onnx import TensorProto
+
+    half = TensorProto.FLOAT16
+    for graph in plugin_spec.iter_graphs(model.graph):
+        if any(t.data_type == half for t in graph.initializer):
+            return ["MatmulTransposeFusion"]
+        for node in graph.node:
+            if node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute):
+                return ["MatmulTransposeFusion"]
+    return []
 
 
 class OrtSession:
