@@ -162,3 +162,20 @@ def initializer(model, name: str) -> np.ndarray:
         if init.name == name:
             return numpy_helper.to_array(init)
     raise KeyError(name)
+
+
+def assert_near_miss_untouched(build, reason: str | None, opset: int) -> None:
+    """``build(g, x)`` on a [16, 16] input must come back byte for byte (no opset bump, no fused node),
+    with ``reason`` in the one refusal reported (``None``: nothing reported at all)."""
+    from lndeploy.passes.fuse import fuse
+
+    g = Graph(opset)
+    x = g.input("x", [16, 16])
+    model = g.model(build(g, x))
+    result = fuse(model)
+    assert result.model == model
+    assert not any(result.counts.values())
+    if reason is None:
+        assert result.unconverted == []
+    else:
+        assert len(result.unconverted) == 1 and reason in result.unconverted[0]["reason"], result.unconverted
