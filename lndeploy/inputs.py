@@ -46,11 +46,10 @@ def specs_from_onnx(model) -> list[InputSpec]:
     dim without a name gets one of its own, so it still varies."""
     import onnx
 
-    initializers = {i.name for i in model.graph.initializer}
+    from lndeploy.onnxfile import graph_inputs
+
     specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    for value in graph_inputs(model):
         tensor = value.type.tensor_type
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         shape = tuple(onnx_dim(value.name, i, d) for i, d in enumerate(tensor.shape.dim))

@@ -10,7 +10,7 @@ from pathlib import Path
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
 from lndeploy.inputs import unnamed_dim_label
-from lndeploy.onnxfile import primitive_norm_hint
+from lndeploy.onnxfile import graph_inputs, primitive_norm_hint
 
 _ELEM = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 7: "int64", 6: "int32", 9: "bool", 3: "int8", 2: "uint8"}
 _FLOATS = ("fp32", "fp16", "bf16", "fp64")
@@ -70,7 +70,7 @@ def inspect_onnx(model, name: str = "") -> dict:
         "kind": "onnx",
         "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "inputs": [_value(v) for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}],
+        "inputs": [_value(v) for v in graph_inputs(model)],
         "outputs": [_value(v) for v in model.graph.output],
         "normalization_nodes": [_norm_node(n, where) for g, where in _graphs_with_owner(model.graph)
                                 for n in g.node if n.op_type in _NORM_OPS],

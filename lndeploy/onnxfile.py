@@ -52,11 +52,15 @@ def value_kind(value) -> str:
             "optional_type": "optional", "sparse_tensor_type": "sparse_tensor"}.get(kind, str(kind))
 
 
+def graph_inputs(model) -> list:
+    """The graph inputs a caller feeds: old exporters (IR < 4) also list every initializer as an input."""
+    weights = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in weights]
+
+
 def non_tensor_inputs(model) -> list[tuple[str, str]]:
     """(name, kind) of the graph inputs that are not tensors (sequences from scripted loops, maps...)."""
-    weights = {t.name for t in model.graph.initializer}
-    return [(v.name, value_kind(v)) for v in model.graph.input
-            if v.name not in weights and value_kind(v) != "tensor"]
+    return [(v.name, value_kind(v)) for v in graph_inputs(model) if value_kind(v) != "tensor"]
 
 
 def external_data_files(model) -> list[str]:

@@ -48,8 +48,9 @@ class ReferenceSession:
             self.evaluator = ReferenceEvaluator(model, new_ops=[_gather_elements_op()])
         except Exception as err:
             raise BadInputError(f"the ONNX reference evaluator cannot load the model: {_first_line(err)}") from err
-        initializers = {t.name for t in model.graph.initializer}
-        self.inputs = [_meta(v) for v in model.graph.input if v.name not in initializers]
+        from lndeploy.onnxfile import graph_inputs
+
+        self.inputs = [_meta(v) for v in graph_inputs(model)]
         self.outputs = [_meta(v) for v in model.graph.output]
 
     def run(self, inputs) -> dict:

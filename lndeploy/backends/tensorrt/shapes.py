@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from lndeploy.errors import BadInputError
 from lndeploy.inputs import onnx_dim
+from lndeploy.onnxfile import graph_inputs
 
 DEFAULT_BATCH = 8
 DEFAULT_OTHER = 64
@@ -40,11 +41,8 @@ class InputDims:
 
 def onnx_inputs(model) -> list[InputDims]:
     """The real inputs of an ONNX graph (initializers listed as inputs by old exporters excluded)."""
-    weights = {t.name for t in model.graph.initializer}
     out = []
-    for value in model.graph.input:
-        if value.name in weights:
-            continue
+    for value in graph_inputs(model):
         tensor = value.type.tensor_type
         dims = tuple(onnx_dim(value.name, i, d) for i, d in enumerate(tensor.shape.dim))
         out.append(InputDims(value.name, dims, tensor.elem_type))
