@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/zoo_table.py --models fnn --budget 1 --json-dir out/
 
 Prints markdown on stdout (progress on stderr): the machine and versions, one row per model and batch
-size with median latencies and the ratio to PyTorch eager from the same run (``lndeploy.bench``:
+size with median latencies and the ratio to PyTorch eager from the same run (``lndeploy.benchmark``:
 interleaved rounds, one warm process), whether the issue's targets are met, and the start-up time of
 the ``lndeploy --help`` console script (median of several fresh subprocesses).
 
@@ -54,7 +54,7 @@ def help_seconds(runs: int) -> list[float]:
 def wait_until_quiet(limit_s: float, share: float = 0.1) -> float | None:
     """Wait (up to ``limit_s``) for a 1-s window in which other processes use < ``share`` of the CPU;
     returns the last window's share. On a shared 2-core machine this is what makes rows comparable."""
-    from lndeploy.bench.machine import cpu_snapshot, other_processes_share
+    from lndeploy.benchmark.machine import cpu_snapshot, other_processes_share
 
     deadline = time.monotonic() + limit_s
     while True:
@@ -74,7 +74,7 @@ def busiest(rep) -> float:
 def quiet_run(model: str, args) -> tuple:
     """One benchmark of ``model``, re-run (up to ``--tries``) while other processes were busy; the
     quietest run is kept whatever its figures. -> (report, runs made)."""
-    from lndeploy.bench import bench
+    from lndeploy.benchmark import bench
 
     best = None
     for attempt in range(1, max(1, args.tries) + 1):

@@ -9,11 +9,11 @@ from lndeploy.errors import BadInputError, LndeployError, ParityError, Unavailab
 __version__ = "0.1.0"
 
 _LAZY = {
-    "export": ("lndeploy.export", "export"),
-    "check": ("lndeploy.check", "check"),
+    "export": ("lndeploy.exporter", "export"),
+    "check": ("lndeploy.checker", "check"),
     "fuse": ("lndeploy.passes.fuse", "fuse"),
     "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),
-    "bench": ("lndeploy.bench", "bench"),
+    "bench": ("lndeploy.benchmark", "bench"),
     "Session": ("lndeploy.session", "Session"),
     "load_model": ("lndeploy.modelfile", "load"),
     "ModelSpec": ("lndeploy.modelfile", "ModelSpec"),

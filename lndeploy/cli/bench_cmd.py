@@ -78,14 +78,14 @@ def command(target, backends, batch, threads, budget, max_runs, dims, malloc_def
     if compare:
         if target:
             raise BadInputError("--compare reads two reports and runs nothing: give no TARGET with it")
-        from lndeploy.bench.report import format_compare, load_report
+        from lndeploy.benchmark.report import format_compare, load_report
 
         a, b = (load_report(path) for path in compare)
         click.echo(format_compare(a, b, *compare))
         return
     if not target:
         raise BadInputError("give a TARGET (model file, .onnx or engine) or --compare A.json B.json")
-    from lndeploy.bench import bench
+    from lndeploy.benchmark import bench
 
     bar = _ProgressBar()
     try:

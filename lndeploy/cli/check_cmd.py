@@ -38,7 +38,7 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
       lndeploy check models/rnn.py --report report.json
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
     """
-    from lndeploy.check import check
+    from lndeploy.checker import check
 
     result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
                    report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx))

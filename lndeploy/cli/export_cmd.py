@@ -25,7 +25,7 @@ def command(ctx, model, output, ln, precision, opset):
       lndeploy export models/cnn.py -o cnn.onnx
       lndeploy export models/rnn.py -o rnn-plugin.onnx --ln plugin
     """
-    from lndeploy.export import export
+    from lndeploy.exporter import export
 
     result = export(model, output, ln=ln, precision=precision, opset=opset, debug=debug_flag(ctx))
     for run in result.verification:

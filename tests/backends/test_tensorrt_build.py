@@ -1,6 +1,6 @@
 """Engines for every zoo model, built on the CPU with TensorRT-RTX (compute capability sm86 only).
 
-Each zoo model is exported once with ``lndeploy.export.export``; its plugin variant and its fp16 plan
+Each zoo model is exported once with ``lndeploy.exporter.export``; its plugin variant and its fp16 plan
 come from the same passes ``export(ln="plugin")`` and ``export(precision="fp16")`` run, applied to
 that export (a second and third dynamo export per model would triple the time for the same graph).
 What a user relies on is asserted from the parsed network: each LayerNorm is one NORMALIZATION layer
@@ -148,7 +148,7 @@ def test_model_example_sizes_set_opt(workdir):
 
 
 def test_real_plugin_export_builds_through_the_cli(workdir, run_cli):
-    from lndeploy.export import export
+    from lndeploy.exporter import export
 
     onnx_path, engine = workdir / "rnn-exported-plugin.onnx", workdir / "rnn-p.engine"
     export(zoo_model("rnn"), onnx_path, ln="plugin", verify=False)

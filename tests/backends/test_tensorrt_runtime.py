@@ -201,7 +201,7 @@ def _rtx_runs_here() -> str | None:
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 def test_gpu_rtx_engine_matches_onnxruntime(tmp_path, ln):
     from lndeploy.backends.tensorrt import build_engine
-    from lndeploy.export import export
+    from lndeploy.exporter import export
 
     onnx_path, engine = tmp_path / "rnn.onnx", tmp_path / "rnn.engine"
     export(zoo_model("rnn"), onnx_path, ln=ln, verify=False)

@@ -1,12 +1,12 @@
-"""``lndeploy.bench`` and ``lndeploy bench`` with tiny budgets: structure and arithmetic, never speed."""
+"""``lndeploy.benchmark`` and ``lndeploy bench`` with tiny budgets: structure and arithmetic, never speed."""
 
 import json
 import math
 
 import pytest
 
-from lndeploy.bench import bench, compare, load_report
-from lndeploy.bench.runners import tensorrt_unavailable
+from lndeploy.benchmark import bench, compare, load_report
+from lndeploy.benchmark.runners import tensorrt_unavailable
 from lndeploy.errors import BadInputError, UnavailableError
 from tests.conftest import zoo_model
 
@@ -74,7 +74,7 @@ def test_json_names_machine_versions_threads_and_skips(fnn_report):
     fused = by_name["onnxruntime-fused"]  # an FNN has nothing to fuse
     assert fused["status"] == "skipped" and fused["reason"].startswith("nothing to fuse")
     # bench applies the allocator setting by default: reported as applied wherever this C library takes it
-    from lndeploy.bench import allocator
+    from lndeploy.benchmark import allocator
 
     assert data["settings"]["malloc"] == allocator.keep_freed_memory()
     if NO_TRT:

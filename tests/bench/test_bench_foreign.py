@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lndeploy.bench import bench
+from lndeploy.benchmark import bench
 from lndeploy.errors import UnavailableError
 from tests.backends import foreign_models as fm
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lndeploy.bench import allocator, machine
+from lndeploy.benchmark import allocator, machine
 
 
 def test_machine_facts_name_the_cpu_and_cores():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lndeploy.bench import timing
+from lndeploy.benchmark import timing
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])
@@ -57,7 +57,7 @@ def test_rounds_interleave_with_rotating_order(monkeypatch):
 
 
 class _VirtualClock:
-    """Stands in for the ``time`` module inside lndeploy.bench.timing: time passes only when a timed
+    """Stands in for the ``time`` module inside lndeploy.benchmark.timing: time passes only when a timed
     callable says so, so budgets and slices are exact instead of depending on this machine's load."""
 
     def __init__(self):

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from lndeploy.check import check
-from lndeploy.export import export
+from lndeploy.checker import check
+from lndeploy.exporter import export
 from tests.conftest import ZOO, zoo_model
 
 

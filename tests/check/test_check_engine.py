@@ -23,9 +23,9 @@ def _why_not() -> str | None:
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 def test_engine_check_runs_through_polygraphy_trt_runner(tmp_path, ln):
     from lndeploy.backends.tensorrt import build_engine
-    from lndeploy.check import check
-    from lndeploy.check.runners import artifact_runner
-    from lndeploy.export import export
+    from lndeploy.checker import check
+    from lndeploy.checker.runners import artifact_runner
+    from lndeploy.exporter import export
     from lndeploy.session import Session
 
     onnx_path, engine = tmp_path / "rnn.onnx", tmp_path / "rnn.engine"

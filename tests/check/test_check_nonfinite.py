@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from lndeploy.check import check
-from lndeploy.export import export
+from lndeploy.checker import check
+from lndeploy.exporter import export
 
 
 class LogOfNorm(torch.nn.Module):

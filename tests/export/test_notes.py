@@ -4,8 +4,8 @@ LayerNorm tool for LN nodes or plugin nodes and gets none."""
 import torch
 from torch import nn
 
-from lndeploy.check import check
-from lndeploy.export import export
+from lndeploy.checker import check
+from lndeploy.exporter import export
 
 
 class RMSNormModel(nn.Module):

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from lndeploy import Session
-from lndeploy.check import check
+from lndeploy.checker import check
 from lndeploy.errors import BadInputError
-from lndeploy.export import export
+from lndeploy.exporter import export
 
 
 class Returns(nn.Module):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lndeploy.check import check
+from lndeploy.checker import check
 from lndeploy.passes.fuse import fuse
 from tests.conftest import zoo_model
 from tests.passes.conftest import CONVNEXT

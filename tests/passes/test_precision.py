@@ -24,7 +24,7 @@ import lndeploy
 from lndeploy import inputs as gen
 from lndeploy import modelfile, plugin_spec
 from lndeploy.errors import BadInputError, ParityError
-from lndeploy.export import export, verify
+from lndeploy.exporter import export, verify
 from lndeploy.passes import ln_to_plugin
 from lndeploy.passes.precision import FLOAT, FLOAT16, BFLOAT16, plan_precision, tensor_types
 from tests.conftest import ZOO, zoo_model

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lndeploy.check import check
-from lndeploy.export import export
+from lndeploy.checker import check
+from lndeploy.exporter import export
 from lndeploy.passes.precision import tensor_types
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lndeploy.export import export
+from lndeploy.exporter import export
 
 
 class OutputAndMore(nn.Module):

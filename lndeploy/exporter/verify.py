@@ -118,7 +118,7 @@ def _session(model, precision: str):
 
 def flatten_outputs(result) -> list[np.ndarray]:
     """PyTorch's outputs in the exporter's order (``None`` left out), as float64 arrays."""
-    from lndeploy.export.outputs import output_arrays
+    from lndeploy.exporter.outputs import output_arrays
 
     return output_arrays(result)
 

@@ -33,8 +33,8 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     ``output`` is written, atomically.
     """
     from lndeploy import modelfile
-    from lndeploy.export import torch_export
-    from lndeploy.export import verify as verification
+    from lndeploy.exporter import torch_export
+    from lndeploy.exporter import verify as verification
 
     if ln not in LN_MODES:
         raise BadInputError(f"--ln must be one of {LN_MODES}, got {ln!r}")
@@ -93,7 +93,7 @@ def _plan_precision(model, precision: str):
 def _translations():
     """Map lndeploy's custom op, where a model uses it, to a standard LayerNormalization."""
     try:
-        from lndeploy.export.custom_op_translation import translation_table
+        from lndeploy.exporter.custom_op_translation import translation_table
     except ImportError:
         return None
     return translation_table()

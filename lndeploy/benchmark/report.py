@@ -13,7 +13,7 @@ import datetime
 import json
 from pathlib import Path
 
-from lndeploy.bench import timing
+from lndeploy.benchmark import timing
 from lndeploy.errors import BadInputError
 
 SCHEMA = "lndeploy.bench/1"

@@ -14,11 +14,11 @@ MIN_OPSET = 17  # the first opset with LayerNormalization
 
 
 def output_names(spec: ModelSpec) -> list[str]:
-    """Names for the model's outputs (``lndeploy.export.outputs``): ``output`` for one tensor,
+    """Names for the model's outputs (``lndeploy.exporter.outputs``): ``output`` for one tensor,
     ``output_0..`` for several, the keys of a returned dict or ``ModelOutput``."""
     import torch
 
-    from lndeploy.export import outputs
+    from lndeploy.exporter import outputs
 
     with torch.inference_mode():
         return outputs.output_names(spec.call(spec.inputs))

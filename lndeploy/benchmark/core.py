@@ -1,8 +1,8 @@
-"""``lndeploy.bench``: latency and throughput per backend, PyTorch eager as the baseline, one process.
+"""``lndeploy.benchmark``: latency and throughput per backend, PyTorch eager as the baseline, one process.
 
 Procedure, per batch size: make the inputs once (seeded, :mod:`lndeploy.inputs`), bind every backend
 to them, check each backend's outputs against PyTorch's (reported, so a fast wrong graph shows), warm
-every backend up, then time interleaved rounds (:mod:`lndeploy.bench.timing`) until ``budget``
+every backend up, then time interleaved rounds (:mod:`lndeploy.benchmark.timing`) until ``budget``
 seconds of timed calls or ``max_runs`` calls per backend. Ratio = PyTorch's median latency / the
 backend's median latency, both from this run and this batch size.
 """
@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 
-from lndeploy.bench import allocator, machine, report, runners, target as targets, timing
+from lndeploy.benchmark import allocator, machine, report, runners, target as targets, timing
 from lndeploy.errors import BadInputError, UnavailableError
 
 DEFAULT_BATCHES = (1, 32)
@@ -34,7 +34,7 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
     plain one. ``threads``: for PyTorch and ONNX Runtime (default: every usable core). ``budget``:
     timed seconds per batch size, shared by the backends. ``dims``: sizes of non-batch dynamic dims,
     e.g. ``{"seq": 128}``. ``keep_freed_memory``: tune glibc malloc so that no backend is timed
-    re-faulting its freed pages (:mod:`lndeploy.bench.allocator`; process-wide). ``ort_tuned``:
+    re-faulting its freed pages (:mod:`lndeploy.benchmark.allocator`; process-wide). ``ort_tuned``:
     ORT sessions with the measured-faster options of
     :func:`lndeploy.backends.ort_optimized.tuned_session` (False: ORT's defaults).
     ``progress(done, total)`` and ``log(line)`` report progress. ``json_path``: where the report is

@@ -4,9 +4,9 @@
 read and compare two saved reports. Heavy libraries are imported only when a benchmark runs.
 """
 
-from lndeploy.bench.core import DEFAULT_BATCHES, DEFAULT_BUDGET, bench
-from lndeploy.bench.report import BenchReport, compare, format_compare, load_report
-from lndeploy.bench.runners import BACKENDS
+from lndeploy.benchmark.core import DEFAULT_BATCHES, DEFAULT_BUDGET, bench
+from lndeploy.benchmark.report import BenchReport, compare, format_compare, load_report
+from lndeploy.benchmark.runners import BACKENDS
 
 __all__ = ["bench", "BenchReport", "compare", "format_compare", "load_report", "BACKENDS",
            "DEFAULT_BATCHES", "DEFAULT_BUDGET"]

@@ -86,7 +86,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     decides what a failure means (the CLI exits 1).
     """
     from lndeploy import modelfile
-    from lndeploy.check.compare import compare
+    from lndeploy.checker.compare import compare
 
     if onnx is not None and engine is not None:
         raise BadInputError("give either --onnx or --engine, not both")
@@ -109,7 +109,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
-            from lndeploy.export import export
+            from lndeploy.exporter import export
 
             artifact = os.path.join(tmp, "model.onnx")
             export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug).notes

@@ -37,7 +37,7 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, feed_dict):
         import torch
 
-        from lndeploy.export.verify import flatten_outputs
+        from lndeploy.exporter.verify import flatten_outputs
 
         tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feed_dict.items()}
         start = time.perf_counter()

@@ -85,7 +85,7 @@ class TorchRunner(Runner):
     def outputs(self, feed: dict) -> list:
         import torch
 
-        from lndeploy.export.verify import flatten_outputs
+        from lndeploy.exporter.verify import flatten_outputs
 
         with torch.inference_mode():
             return flatten_outputs(self.spec.call(self._tensors(feed)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from lndeploy import inputs as gen
-from lndeploy.check.signature import pair_inputs
+from lndeploy.checker.signature import pair_inputs
 from lndeploy.errors import BadInputError, ParityError
 
 
@@ -14,8 +14,8 @@ def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, 
     from polygraphy.comparator import Comparator
     from polygraphy.comparator.compare import SimpleCompareFunc
 
-    from lndeploy.check import CheckResult
-    from lndeploy.check.runners import TorchRunner, artifact_runner
+    from lndeploy.checker import CheckResult
+    from lndeploy.checker.runners import TorchRunner, artifact_runner
     from lndeploy.session import Session
 
     opened = {}
