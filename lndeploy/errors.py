@@ -1,6 +1,6 @@
 """One exception family for everything a user can act on.
 
-Each class carries the process exit code the CLI maps it to (SPEC section 2): 1 parity failure,
+Each class carries the process exit code the CLI maps it to (README 'What it does': exit codes): 1 parity failure,
 2 bad input or usage, 3 backend or hardware not available here.
 """
 
@@ -27,3 +27,10 @@ class UnavailableError(LndeployError):
     """The requested backend, runtime or hardware cannot run here (exit 3)."""
 
     exit_code = 3
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none: libraries
+    (onnx, ONNX Runtime, torch) raise messages of many lines, and lndeploy's errors are one line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

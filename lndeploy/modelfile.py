@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 
 
 @dataclass
@@ -58,10 +58,10 @@ def import_model_module(target: str):
         return importlib.import_module(target)
     except ModuleNotFoundError as err:
         if err.name and not target.startswith(err.name) and err.name != target:
-            raise BadInputError(f"importing {target} failed: ModuleNotFoundError: {_first_line(err)}") from err
+            raise BadInputError(f"importing {target} failed: ModuleNotFoundError: {first_line(err)}") from err
         raise BadInputError(f"model not found: {target} is neither a file nor an importable module") from err
     except Exception as err:
-        raise BadInputError(f"importing {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+        raise BadInputError(f"importing {target} failed: {type(err).__name__}: {first_line(err)}") from err
     finally:
         sys.path.remove(os.getcwd())
 
@@ -87,7 +87,7 @@ def _import_file(path: Path, target: str):
         spec.loader.exec_module(module)
     except Exception as err:
         sys.modules.pop(name, None)
-        raise BadInputError(f"loading {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+        raise BadInputError(f"loading {target} failed: {type(err).__name__}: {first_line(err)}") from err
     finally:
         sys.path.remove(folder)
     return module
@@ -103,7 +103,7 @@ def load(ref: str) -> ModelSpec:
     try:
         model = build()
     except Exception as err:
-        raise BadInputError(f"{target}: {factory}() raised {type(err).__name__}: {_first_line(err)}") from err
+        raise BadInputError(f"{target}: {factory}() raised {type(err).__name__}: {first_line(err)}") from err
     if not isinstance(model, torch.nn.Module):
         raise BadInputError(f"{target}: {factory}() must return a torch.nn.Module, got {type(model).__name__}")
     model.eval()
@@ -238,9 +238,4 @@ def _call(module, name: str, where: str, required: bool = True):
     try:
         return fn()
     except Exception as err:
-        raise BadInputError(f"{where}: {name}() raised {type(err).__name__}: {_first_line(err)}") from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        raise BadInputError(f"{where}: {name}() raised {type(err).__name__}: {first_line(err)}") from err

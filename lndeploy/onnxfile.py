@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 from lndeploy.fileio import atomic_path
 
 _TWO_GIB = 2**31 - 1
@@ -34,7 +34,7 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
         # a ModelProto it looks in the current folder), and it never needs the weights in memory
         onnx.checker.check_model(str(path) if side_files else model, full_check=False)
     except Exception as err:  # onnx raises several unrelated types here
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         missing = [f for f in side_files if not (path.parent / f).is_file()]
         if missing:
             raise BadInputError(f"{path} keeps its weights in {missing[0]}, which is not beside it "
@@ -88,7 +88,7 @@ def _load_external_data(model, path: Path) -> None:
     try:
         load_external_data_for_model(model, str(path.parent))
     except Exception as err:  # onnx raises ValidationError, OSError or ValueError here
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = first_line(err)
         raise BadInputError(f"{path}: cannot read its external weights ({text})") from err
 
 

@@ -15,7 +15,7 @@ import re
 
 from lndeploy import plugin_spec
 from lndeploy.backends import TensorMeta, normalize_feed
-from lndeploy.errors import BadInputError, UnavailableError
+from lndeploy.errors import BadInputError, UnavailableError, first_line
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -117,7 +117,7 @@ def make_inference_session(model, providers=None, threads: int | None = None, di
                 raise
             return create(lowered)
     except Exception as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = first_line(err)
         too_new = _IR_REFUSED.search(str(err))
         if "NOT_IMPLEMENTED" in str(err) or too_new:
             # a valid model that this ORT build cannot run (e.g. bf16 MatMul on the CPU, a newer IR)
@@ -177,7 +177,7 @@ class OrtSession:
                 return dict(zip(names, _run_ort_values(self.session, names, feed)))
             values = self.session.run(names, feed)
         except Exception as err:
-            text = str(err).strip().splitlines()[0]
+            text = first_line(err)
             raise BadInputError(f"ONNX Runtime failed to run the model: {text}") from err
         return {n: np.asarray(v) for n, v in zip(names, values)}
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from lndeploy.errors import first_line
+
 FP32_ATOL = 1e-4
 HALF_ATOL = 1e-2
 # ORT graph transformers that slow CPU inference down here: SkipLayerNormFusion makes the slow
@@ -88,7 +90,7 @@ def optimize_for_ort(model, feeds: list | None = None, *, atol: float | None = N
     try:
         fused, fusions, library = _fuse(model)
     except Exception as err:  # a fusion library bug must not stop a benchmark or a server
-        return model, OptimizationReport(False, f"fusion failed, plain graph used: {_first_line(err)}", atol=atol)
+        return model, OptimizationReport(False, f"fusion failed, plain graph used: {first_line(err)}", atol=atol)
     if not fusions:
         return model, OptimizationReport(False, "nothing to fuse: plain graph used", library, atol=atol)
     feeds = feeds if feeds is not None else generated_feeds(model)
@@ -97,7 +99,7 @@ def optimize_for_ort(model, feeds: list | None = None, *, atol: float | None = N
     try:
         report.max_abs = _max_abs_difference(model, fused, feeds, threads)
     except Exception as err:
-        report.reason = f"fused graph does not run in ONNX Runtime, plain graph used: {_first_line(err)}"
+        report.reason = f"fused graph does not run in ONNX Runtime, plain graph used: {first_line(err)}"
         return model, report
     if not report.max_abs <= atol:  # also catches NaN
         report.reason = f"fused graph differs by {report.max_abs:.3g} > {atol:g} (max abs): plain graph used"
@@ -213,8 +215,3 @@ def _has_half_types(model) -> bool:
         return True
     values = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
     return any(v.type.tensor_type.elem_type in half for v in values)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

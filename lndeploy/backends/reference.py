@@ -29,7 +29,7 @@ import os
 
 from lndeploy import plugin_spec
 from lndeploy.backends import TensorMeta, normalize_feed
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 
 
 class ReferenceSession:
@@ -47,7 +47,7 @@ class ReferenceSession:
         try:
             self.evaluator = ReferenceEvaluator(model, new_ops=[_gather_elements_op()])
         except Exception as err:
-            raise BadInputError(f"the ONNX reference evaluator cannot load the model: {_first_line(err)}") from err
+            raise BadInputError(f"the ONNX reference evaluator cannot load the model: {first_line(err)}") from err
         from lndeploy.onnxfile import graph_inputs
 
         self.inputs = [_meta(v) for v in graph_inputs(model)]
@@ -61,7 +61,7 @@ class ReferenceSession:
         try:
             values = self.evaluator.run(names, feed)
         except Exception as err:
-            raise BadInputError(f"the ONNX reference evaluator failed to run the model: {_first_line(err)}") from err
+            raise BadInputError(f"the ONNX reference evaluator failed to run the model: {first_line(err)}") from err
         # contiguous like ONNX Runtime's: Scan outputs come back as transposed views, which
         # Polygraphy's comparator cannot .view(); ascontiguousarray makes a 0-d array 1-d, so the
         # shape is put back (a scalar output, e.g. a loss, must stay shape ())
@@ -108,8 +108,3 @@ def _meta(value) -> TensorMeta:
     from lndeploy.onnxfile import value_kind
 
     return TensorMeta(value.name, dtype, shape, value_kind(value))
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

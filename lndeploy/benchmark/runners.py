@@ -185,6 +185,7 @@ class TrtRunner(Runner):
 
 def tensorrt_unavailable() -> str | None:
     """Why TensorRT cannot run here (one line), or None when it can."""
+    from lndeploy import trt_env
     from lndeploy.backends.tensorrt import runtime
     from lndeploy.errors import UnavailableError
 
@@ -192,7 +193,7 @@ def tensorrt_unavailable() -> str | None:
         rt = runtime.load(None)
     except UnavailableError as err:
         return str(err)
-    if runtime.cuda_gpu() is None:
+    if trt_env.cuda_gpu() is None:
         return f"{rt.label} {rt.version} is installed, but there is no NVIDIA GPU here " \
                "(torch.cuda.is_available() is False)"
     try:

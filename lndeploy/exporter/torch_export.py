@@ -7,7 +7,7 @@ import io
 import re
 import warnings
 
-from lndeploy.errors import BadInputError, LndeployError
+from lndeploy.errors import BadInputError, LndeployError, first_line
 from lndeploy.modelfile import ModelSpec
 
 MIN_OPSET = 17  # the first opset with LayerNormalization
@@ -109,8 +109,7 @@ def _explain(err: Exception, spec: ModelSpec) -> LndeployError:
             f"or declare it static in dynamic_axes()"
         )
     root = _root_cause(err)
-    first = next((line for line in str(root).splitlines() if line.strip()), type(root).__name__)
-    return BadInputError(f"torch.onnx.export failed: {type(root).__name__}: {first.strip()[:300]}")
+    return BadInputError(f"torch.onnx.export failed: {type(root).__name__}: {first_line(root)[:300]}")
 
 
 def _root_cause(err: BaseException) -> BaseException:

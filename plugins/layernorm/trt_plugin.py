@@ -1,7 +1,7 @@
 """lndeploy's LayerNorm plugin for TensorRT, registered so that the ONNX parser finds it for our node.
 
 The ONNX node is ``lndeploy.LndeployLayerNorm(X, Scale, B) -> Y`` with attributes ``epsilon``,
-``axis`` (negative), ``plugin_version="1"`` and ``plugin_namespace="lndeploy"`` (SPEC section 5).
+``axis`` (negative), ``plugin_version="1"`` and ``plugin_namespace="lndeploy"`` (README 'The LayerNorm plugin').
 TensorRT's parser does not know the op, so its fallback plugin importer looks a creator up by
 (op_type, plugin_version, plugin_namespace) = ("LndeployLayerNorm", "1", "lndeploy") and passes it the
 attributes named in the creator's field names (FLOAT -> float32, INT -> int32 arrays of length 1).
@@ -38,14 +38,14 @@ _registered = {}  # runtime name -> creator object (kept alive: the registry hol
 
 
 def register(runtime) -> str:
-    """Register the plugin with ``runtime`` (a ``lndeploy.backends.tensorrt.runtime.Runtime``); idempotent.
+    """Register the plugin with ``runtime`` (a ``lndeploy.backends.tensorrt.runtime.Runtime``, or any object with its ``name``, ``trt``, ``version`` and ``is_rtx``); idempotent.
 
     Returns how engines will run it: ``"aot-kernel-in-engine"`` or ``"python-creator"``.
     """
     if runtime.name in _registered:
         return _registered[runtime.name][0]
     if runtime.is_rtx:
-        from lndeploy.backends.tensorrt.runtime import ensure_rtx_plugin_symlink
+        from lndeploy.trt_env import ensure_rtx_plugin_symlink
 
         ensure_rtx_plugin_symlink()
         entry = ("python-creator", _register_python_creator(runtime.trt))
@@ -167,7 +167,7 @@ def target_arch() -> int:
 
     if os.environ.get("LNDEPLOY_PTX_ARCH"):
         return int(os.environ["LNDEPLOY_PTX_ARCH"])
-    from lndeploy.backends.tensorrt.runtime import cuda_gpu
+    from lndeploy.trt_env import cuda_gpu
 
     gpu = cuda_gpu()
     sm = gpu["sm"] if gpu else 80

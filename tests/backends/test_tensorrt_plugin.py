@@ -94,7 +94,7 @@ def test_aot_kernel_for_a_plugin_instance_compiles_without_gpu(monkeypatch):
     monkeypatch.setenv("LNDEPLOY_PTX_ARCH", "80")
     assert trt_plugin.target_arch() == 80
     monkeypatch.delenv("LNDEPLOY_PTX_ARCH")
-    from lndeploy.backends.tensorrt.runtime import cuda_gpu
+    from lndeploy.trt_env import cuda_gpu
 
     if cuda_gpu() is None:
         assert trt_plugin.target_arch() == 80  # no GPU: generic sm_80 PTX, JIT-compiled forward by the driver
@@ -123,7 +123,7 @@ def test_full_tensorrt_qdp_registration_matches_the_parser_lookup():
 def test_full_tensorrt_aot_engine_matches_onnxruntime(tmp_path):
     import lndeploy
     from lndeploy.backends.tensorrt import build_engine
-    from lndeploy.backends.tensorrt.runtime import cuda_gpu
+    from lndeploy.trt_env import cuda_gpu
 
     if cuda_gpu() is None:
         pytest.skip("full TensorRT builds and runs engines only with a GPU, and torch sees none")
@@ -137,7 +137,7 @@ def test_full_tensorrt_aot_engine_matches_onnxruntime(tmp_path):
 
 
 def _cuda_reason():
-    from lndeploy.backends.tensorrt.runtime import cuda_gpu
+    from lndeploy.trt_env import cuda_gpu
 
     return None if cuda_gpu() is not None else "no CUDA GPU here (kernel launches need one)"
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import lndeploy
+from lndeploy import trt_env
 from lndeploy.backends.tensorrt import runtime as rtmod
 from lndeploy.backends.tensorrt import sidecar
 from lndeploy.errors import BadInputError, UnavailableError
@@ -29,7 +30,7 @@ FULL_TRT_REASON = "full TensorRT is installed here, so it is not missing"
 
 
 def _gpu():
-    return rtmod.cuda_gpu()
+    return trt_env.cuda_gpu()
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +78,19 @@ def test_runtime_names():
 
 
 def test_rtx_symlink_is_made_once_and_atomically(tmp_path):
-    (tmp_path / rtmod.RTX_LIB).write_bytes(b"\x7fELF")
-    link = rtmod.ensure_rtx_plugin_symlink(tmp_path)
-    assert link.is_symlink() and os.readlink(link) == rtmod.RTX_LIB
-    assert rtmod.ensure_rtx_plugin_symlink(tmp_path) == link  # already there: nothing to do
-    assert sorted(p.name for p in tmp_path.iterdir()) == [rtmod.RTX_LINK, rtmod.RTX_LIB]  # no temp left
+    (tmp_path / trt_env.RTX_LIB).write_bytes(b"\x7fELF")
+    link = trt_env.ensure_rtx_plugin_symlink(tmp_path)
+    assert link.is_symlink() and os.readlink(link) == trt_env.RTX_LIB
+    assert trt_env.ensure_rtx_plugin_symlink(tmp_path) == link  # already there: nothing to do
+    assert sorted(p.name for p in tmp_path.iterdir()) == [trt_env.RTX_LINK, trt_env.RTX_LIB]  # no temp left
 
 
 def test_rtx_symlink_errors_say_how_to_fix(tmp_path):
     with pytest.raises(UnavailableError, match="has no libtensorrt_rtx.so.1"):
-        rtmod.ensure_rtx_plugin_symlink(tmp_path)
-    os.symlink("nowhere.so.1", tmp_path / rtmod.RTX_LINK)
+        trt_env.ensure_rtx_plugin_symlink(tmp_path)
+    os.symlink("nowhere.so.1", tmp_path / trt_env.RTX_LINK)
     with pytest.raises(UnavailableError, match="broken symlink; replace it: ln -sf"):
-        rtmod.ensure_rtx_plugin_symlink(tmp_path)
+        trt_env.ensure_rtx_plugin_symlink(tmp_path)
 
 
 @contextlib.contextmanager
@@ -111,13 +112,13 @@ def test_rtx_symlink_in_unwritable_folder():
     # a folder of its own under /tmp: nobody cannot pass through pytest's tmp_path parents (mode 700)
     folder = Path(tempfile.mkdtemp(prefix="lndeploy-rtx-libs-"))
     try:
-        (folder / rtmod.RTX_LIB).write_bytes(b"\x7fELF")
+        (folder / trt_env.RTX_LIB).write_bytes(b"\x7fELF")
         folder.chmod(0o555)
         with _unprivileged():
             with pytest.raises(UnavailableError, match="create it once as the folder's owner: ln -s") as info:
-                rtmod.ensure_rtx_plugin_symlink(folder)
+                trt_env.ensure_rtx_plugin_symlink(folder)
         assert "Permission denied" in str(info.value)
-        assert [p.name for p in folder.iterdir()] == [rtmod.RTX_LIB]  # no link, no temp left
+        assert [p.name for p in folder.iterdir()] == [trt_env.RTX_LIB]  # no link, no temp left
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)
@@ -129,8 +130,8 @@ def test_real_rtx_libs_folder_gets_the_link_when_plugins_are_registered():
 
     rt = rtmod.load("tensorrt-rtx")
     assert trt_plugin.register(rt) == "python-creator"
-    link = rtmod.rtx_libs_folder() / rtmod.RTX_LINK
-    assert link.exists() and os.path.realpath(link).endswith(rtmod.RTX_LIB)
+    link = trt_env.rtx_libs_folder() / trt_env.RTX_LINK
+    assert link.exists() and os.path.realpath(link).endswith(trt_env.RTX_LIB)
 
 
 def test_sidecar_is_complete_and_checked(fnn_engine):

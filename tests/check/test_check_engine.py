@@ -12,9 +12,9 @@ from tests.conftest import zoo_model
 def _why_not() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "full TensorRT is not installed (pip install tensorrt --extra-index-url https://pypi.nvidia.com)"
-    from lndeploy.backends.tensorrt import runtime
+    from lndeploy import trt_env
 
-    if runtime.cuda_gpu() is None:
+    if trt_env.cuda_gpu() is None:
         return "no CUDA GPU here"
     return None
 

@@ -17,7 +17,8 @@ from lndeploy import plugin_spec
 from lndeploy.backends.tensorrt import network as net
 from lndeploy.backends.tensorrt import shapes as shp
 from lndeploy.backends.tensorrt import sidecar
-from lndeploy.backends.tensorrt.runtime import cuda_gpu, load, require_gpu
+from lndeploy.backends.tensorrt.runtime import load
+from lndeploy.trt_env import cuda_gpu, require_gpu
 from lndeploy.errors import BadInputError, UnavailableError
 from lndeploy.fileio import atomic_path, write_bytes_atomic
 from lndeploy.onnxfile import op_counts, primitive_norm_hint

@@ -15,7 +15,8 @@ import numpy as np
 from lndeploy.backends import TensorMeta, normalize_feed
 from lndeploy.backends.tensorrt import sidecar
 from lndeploy.backends.tensorrt.network import make_logger
-from lndeploy.backends.tensorrt.runtime import load, require_gpu
+from lndeploy.backends.tensorrt.runtime import load
+from lndeploy.trt_env import require_gpu
 from lndeploy.errors import BadInputError
 
 

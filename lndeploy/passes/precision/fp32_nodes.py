@@ -17,8 +17,7 @@ from float graph inputs or weights), so this never pulls the network itself into
 from __future__ import annotations
 
 from lndeploy import plugin_spec
-
-FLOAT = 1  # onnx.TensorProto.FLOAT
+from lndeploy.passes.precision.dtypes import FLOAT, elem
 
 
 def index_arithmetic_nodes(model, types: dict) -> set[str]:
@@ -74,7 +73,7 @@ def names_of_unnamed(model, fresh) -> None:
 
 
 def decouple_read_outputs(graph, fresh) -> set[str]:
-    """Item 8 of ``precision``'s doc. A graph output that nodes also read (``return y, f(y)``): the
+    """Item 8 of ``plan``'s doc. A graph output that nodes also read (``return y, f(y)``): the
     converter casts it to fp32 for the output and leaves its readers on that fp32 name. Readers get the
     value under a name of its own; the output gets it through an fp32 ``Identity`` (whose Cast round
     trip item 6 folds). Returns the names of the Identity nodes, to be kept fp32."""
@@ -84,7 +83,7 @@ def decouple_read_outputs(graph, fresh) -> set[str]:
     producers = {o: n for n in graph.node for o in n.output}
     added = set()
     for output in graph.output:
-        if output.name not in read or output.name not in producers or _elem(output) != FLOAT:
+        if output.name not in read or output.name not in producers or elem(output) != FLOAT:
             continue
         inner = fresh(f"{output.name}_value")
         for sub in plugin_spec.iter_graphs(graph):
@@ -99,7 +98,3 @@ def decouple_read_outputs(graph, fresh) -> set[str]:
         graph.node.append(identity)
         added.add(identity.name)
     return added
-
-
-def _elem(value) -> int:
-    return value.type.tensor_type.elem_type

@@ -1,6 +1,6 @@
 """bf16 plans: the fp16 plan retyped, and the opset raised where ONNX types an op in bf16 only later.
 
-onnxconverter-common has no bf16 conversion. So :func:`lndeploy.passes.precision.plan_precision`
+onnxconverter-common has no bf16 conversion. So :func:`lndeploy.passes.precision.plan.plan_precision`
 makes the fp16 plan and this module retypes it (initializers, constants, Casts, value_info), taking
 weights from the original fp32 values (no double rounding, no fp16 range clamp). ONNX types some ops
 in bf16 only from a later opset (``Conv`` 22, ``ConstantOfShape`` 20): a bf16 plan first raises the
@@ -12,9 +12,8 @@ from __future__ import annotations
 import itertools
 
 from lndeploy import plugin_spec
-from lndeploy.errors import BadInputError
-
-FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto data types
+from lndeploy.errors import BadInputError, first_line
+from lndeploy.passes.precision.dtypes import BFLOAT16, FLOAT, FLOAT16, attr, elem, kept_fp32, set_attr, tensor_types
 
 
 def raise_opset_for_bf16(model):
@@ -25,12 +24,10 @@ def raise_opset_for_bf16(model):
     import onnx
     from onnx import version_converter
 
-    from lndeploy.passes import precision
-
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    types = precision.tensor_types(onnx.shape_inference.infer_shapes(model))
+    types = tensor_types(onnx.shape_inference.infer_shapes(model))
     ops = {n.op_type for g in plugin_spec.iter_graphs(model.graph) for n in g.node
-           if n.domain in ("", "ai.onnx") and not precision._kept_fp32(n)
+           if n.domain in ("", "ai.onnx") and not kept_fp32(n)
            and any(types.get(x) == FLOAT for x in itertools.chain(n.input, n.output))}
     needed = max([_first_bf16_opset(op, current) for op in ops] + [current])
     if needed == current:
@@ -39,7 +36,7 @@ def raise_opset_for_bf16(model):
         return version_converter.convert_version(model, needed)
     except Exception as err:
         raise BadInputError(f"bf16 needs ONNX opset {needed} for this model ({current} given) and the "
-                            f"ONNX version converter failed: {str(err).splitlines()[0]}") from err
+                            f"ONNX version converter failed: {first_line(err)}") from err
 
 
 def _first_bf16_opset(op_type: str, current: int) -> int:
@@ -64,8 +61,6 @@ def retype_bf16(planned, source) -> None:
     import numpy as np
     from onnx import numpy_helper
 
-    from lndeploy.passes import precision
-
     originals = {t.name: t for g in plugin_spec.iter_graphs(source.graph) for t in g.initializer}
     for graph in plugin_spec.iter_graphs(planned.graph):
         for index, tensor in enumerate(graph.initializer):
@@ -75,7 +70,7 @@ def retype_bf16(planned, source) -> None:
                 new = numpy_helper.from_array(to_bf16(values), tensor.name)
                 graph.initializer[index].CopyFrom(new)
         for value in itertools.chain(graph.input, graph.output, graph.value_info):
-            if precision._elem(value) == FLOAT16:
+            if elem(value) == FLOAT16:
                 value.type.tensor_type.elem_type = BFLOAT16
         for node in graph.node:
             _retype_node_bf16(node)
@@ -99,12 +94,10 @@ def _retype_node_bf16(node) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from lndeploy.passes import precision
-
-    if node.op_type == "Cast" and precision._attr(node, "to") == FLOAT16:
-        precision._set_attr(node, "to", BFLOAT16)
-    for attr in node.attribute:
-        tensors = [attr.t] if attr.type == onnx.AttributeProto.TENSOR else list(attr.tensors)
+    if node.op_type == "Cast" and attr(node, "to") == FLOAT16:
+        set_attr(node, "to", BFLOAT16)
+    for attribute in node.attribute:
+        tensors = [attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else list(attribute.tensors)
         for tensor in tensors:
             if tensor.data_type == FLOAT16:
                 tensor.CopyFrom(numpy_helper.from_array(to_bf16(numpy_helper.to_array(tensor)), tensor.name))

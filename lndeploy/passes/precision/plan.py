@@ -49,23 +49,18 @@ raises the model's opset to the first that types every op that computes in bf16.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 from lndeploy import plugin_spec
-from lndeploy.errors import BadInputError
-from lndeploy.passes.precision_bf16 import raise_opset_for_bf16, retype_bf16
-from lndeploy.passes.precision_fp32_nodes import decouple_read_outputs, index_arithmetic_nodes, names_of_unnamed
+from lndeploy.errors import BadInputError, first_line
+from lndeploy.passes.precision.bf16 import raise_opset_for_bf16, retype_bf16
+from lndeploy.passes.precision.dtypes import (
+    BFLOAT16, FLOAT, FLOAT16, FP16_MAX, FP16_MIN_POSITIVE, attr, block_list, elem, is_ln, kept_fp32, set_attr,
+    tensor_types,
+)
+from lndeploy.passes.precision.fp32_nodes import decouple_read_outputs, index_arithmetic_nodes, names_of_unnamed
 
 PRECISIONS = ("fp16", "bf16")
-LN_OP_TYPES = ("LayerNormalization", plugin_spec.OP_TYPE)
-SUM_OP_TYPES = ("Add", "Sum", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "Softmax", "LogSoftmax",
-                "AveragePool", "GlobalAveragePool")
-FP32_OP_TYPES = LN_OP_TYPES + SUM_OP_TYPES
-FP16_MAX = 65504.0
-FP16_MIN_POSITIVE = 2.0**-24  # the smallest fp16 subnormal: smaller magnitudes would flush to 0
-
-FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto data types
 
 
 def plan_precision(model, precision: str):
@@ -82,7 +77,7 @@ def plan_precision(model, precision: str):
     source, index_nodes = prepare(model, precision)
     planned = _convert(source, index_nodes)
     _retarget_float_casts(planned.graph, _float_cast_names(source) - index_nodes)
-    _keep_fp32_outputs(planned.graph, {o.name for o in model.graph.output if _elem(o) == FLOAT})
+    _keep_fp32_outputs(planned.graph, {o.name for o in model.graph.output if elem(o) == FLOAT})
     fold_cast_round_trips(planned)
     _drop_unused_initializers(planned.graph)
     if precision == "bf16":
@@ -94,7 +89,7 @@ def plan_precision(model, precision: str):
 def _refuse_reduced(model) -> None:
     for graph in plugin_spec.iter_graphs(model.graph):
         for tensor in itertools.chain(graph.initializer, graph.input, graph.output, graph.value_info):
-            dtype = tensor.data_type if hasattr(tensor, "data_type") else _elem(tensor)
+            dtype = tensor.data_type if hasattr(tensor, "data_type") else elem(tensor)
             if dtype in (FLOAT16, BFLOAT16):
                 raise BadInputError(
                     f"the model already holds reduced-precision tensors ({tensor.name!r}): "
@@ -102,16 +97,12 @@ def _refuse_reduced(model) -> None:
                 )
 
 
-def _elem(value_info) -> int:
-    return value_info.type.tensor_type.elem_type
-
-
 # --- before the converter ---------------------------------------------------------------------
 
 
 def prepare(model, precision: str = "fp16"):
     """A copy of ``model`` with the converter's blind spots removed (items 1-4 of the module doc),
-    and the names of the nodes that stay fp32 beyond the block list (``precision_fp32_nodes``)."""
+    and the names of the nodes that stay fp32 beyond the block list (``fp32_nodes``)."""
     import onnx
 
     out = onnx.ModelProto()
@@ -124,7 +115,7 @@ def prepare(model, precision: str = "fp16"):
     index_nodes |= decouple_read_outputs(out.graph, names.fresh)
 
     def kept(node) -> bool:
-        return _kept_fp32(node) or node.name in index_nodes
+        return kept_fp32(node) or node.name in index_nodes
 
     converted_reads = {i for g in plugin_spec.iter_graphs(out.graph) for n in g.node if not kept(n)
                        for i in n.input}
@@ -151,8 +142,8 @@ def _prepare_graph(graph, outer_inits: dict, converted_reads: set, names, kept) 
         if kept(node):
             _private_initializers(graph, node, inits, local, converted_reads, copies, names)
             _declare_values(graph, node, typed)
-        for attr in node.attribute:
-            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
             for sub in subgraphs:
                 _prepare_graph(sub, inits, converted_reads, names, kept)
 
@@ -179,7 +170,7 @@ def _declare_values(graph, node, typed: dict) -> None:
             graph.value_info.append(typed[name])
             declared.add(name)
     y = node.output[0]
-    if not _is_ln(node) or y in typed:
+    if not is_ln(node) or y in typed:
         return
     info = onnx.ValueInfoProto()
     if node.input[0] in typed:
@@ -199,7 +190,7 @@ def _fp32_zero_value():
 
 def _float_cast_names(model) -> set:
     return {n.name for g in plugin_spec.iter_graphs(model.graph) for n in g.node
-            if n.op_type == "Cast" and _attr(n, "to") == FLOAT}
+            if n.op_type == "Cast" and attr(n, "to") == FLOAT}
 
 
 # --- the converter and after ------------------------------------------------------------------
@@ -210,7 +201,7 @@ def _convert(model, fp32_nodes: set = frozenset()):
 
     from onnxconverter_common import float16
 
-    block = sorted(_block_list())
+    block = sorted(block_list())
     # 7. its own Cast round-trip removal raises AttributeError where the second Cast feeds several nodes
     # (an LN output that is a graph output and read by two blocked ops): skipped, item 6 folds them all
     own_removal = float16.remove_unnecessary_cast_node
@@ -231,19 +222,19 @@ def _retarget_float_casts(graph, names: set) -> None:
     for sub in plugin_spec.iter_graphs(graph):
         for node in sub.node:
             if node.name in names and node.op_type == "Cast":
-                _set_attr(node, "to", FLOAT16)
+                set_attr(node, "to", FLOAT16)
 
 
 def _keep_fp32_outputs(graph, fp32_outputs: set) -> None:
     """5. A graph output the converter left in fp16 (an LN's Cast back) is cast to fp32 instead."""
     producers = {o: n for n in graph.node for o in n.output}
     for output in graph.output:
-        if output.name not in fp32_outputs or _elem(output) == FLOAT:
+        if output.name not in fp32_outputs or elem(output) == FLOAT:
             continue
         node = producers.get(output.name)
         if node is None or node.op_type != "Cast":
             raise BadInputError(f"fp16 planning left graph output {output.name!r} in reduced precision")
-        _set_attr(node, "to", FLOAT)
+        set_attr(node, "to", FLOAT)
         output.type.tensor_type.elem_type = FLOAT
 
 
@@ -257,7 +248,7 @@ def fold_cast_round_trips(model) -> None:
         outputs = {o.name for o in graph.output}
         rename = {}
         for node in graph.node:
-            if node.op_type != "Cast" or _attr(node, "to") != FLOAT or node.output[0] in outputs:
+            if node.op_type != "Cast" or attr(node, "to") != FLOAT or node.output[0] in outputs:
                 continue
             source = producers.get(node.input[0])
             if source is not None and source.op_type == "Cast" and types.get(source.input[0]) == FLOAT:
@@ -300,64 +291,15 @@ def check_plan(planned, precision: str) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(planned, check_type=True, strict_mode=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInputError(f"{precision} planning produced an inconsistent graph: {first}") from err
+        raise BadInputError(f"{precision} planning produced an inconsistent graph: {first_line(err)}") from err
     types = tensor_types(inferred)
     for graph in plugin_spec.iter_graphs(inferred.graph):
         for node in graph.node:
-            if _is_ln(node):
+            if is_ln(node):
                 wrong = [i for i in node.input if i and types.get(i) != FLOAT]
                 if wrong:
                     raise BadInputError(f"{precision} planning left LN {node.name!r} reading {wrong[0]!r} "
                                         f"as {types.get(wrong[0])}, not fp32")
-
-
-def tensor_types(model) -> dict:
-    """name -> ONNX elem type of every tensor the model declares (all graphs; Cast outputs too)."""
-    types = {}
-    for graph in plugin_spec.iter_graphs(model.graph):
-        for tensor in graph.initializer:
-            types[tensor.name] = tensor.data_type
-        for value in itertools.chain(graph.input, graph.output, graph.value_info):
-            if value.type.HasField("tensor_type"):
-                types[value.name] = _elem(value)
-        for node in graph.node:
-            if node.op_type == "Cast":
-                types[node.output[0]] = _attr(node, "to")
-    return types
-
-
-# --- small helpers ----------------------------------------------------------------------------
-
-
-def _kept_fp32(node) -> bool:
-    """Our fp32 ops, and those the converter blocks by default (Range, Min, Max, TopK, ...)."""
-    return (node.op_type in _block_list() and node.domain in ("", "ai.onnx")) or plugin_spec.is_plugin_node(node)
-
-
-@functools.lru_cache(maxsize=1)
-def _block_list() -> frozenset:
-    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
-
-    return frozenset(DEFAULT_OP_BLOCK_LIST) | frozenset(FP32_OP_TYPES)
-
-
-def _is_ln(node) -> bool:
-    return (node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx")) or plugin_spec.is_plugin_node(node)
-
-
-def _attr(node, name):
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
-
-
-def _set_attr(node, name: str, value) -> None:
-    from onnx import helper
-
-    kept = [a for a in node.attribute if a.name != name]
-    del node.attribute[:]
-    node.attribute.extend(kept + [helper.make_attribute(name, value)])
 
 
 class _NameSource:
