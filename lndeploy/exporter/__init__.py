@@ -33,7 +33,7 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     ``output`` is written, atomically.
     """
     from lndeploy import modelfile
-    from lndeploy.exporter import torch_export
+    from lndeploy.exporter import dims, torch_export
     from lndeploy.exporter import verify as verification
 
     if ln not in LN_MODES:
@@ -43,6 +43,7 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
     result = ExportResult(onnx_model, None, ln, precision, opset)
+    result.notes += dims.name_output_dims(onnx_model, spec, verification.second_sizes(spec))
     result.notes += _no_layer_norm_notes(onnx_model, ln)
     if ln == "plugin":
         from lndeploy.passes import ln_to_plugin

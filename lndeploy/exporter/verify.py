@@ -18,6 +18,7 @@ import numpy as np
 from lndeploy import inputs as gen
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError, ParityError
+from lndeploy.exporter.dims import check_output_dims
 from lndeploy.modelfile import ModelSpec
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
@@ -126,6 +127,7 @@ def flatten_outputs(result) -> list[np.ndarray]:
 def verify(model, spec: ModelSpec, precision: str = "fp32") -> list[VerifiedRun]:
     check_graph(model)
     check_dynamic_dims(model, spec)
+    check_output_dims(model, spec, second_sizes(spec))  # output dims that follow dynamic ones are symbolic
     runs = [run_both(model, spec, None, precision=precision)]
     if spec.dynamic_axes:
         runs.append(run_both(model, spec, second_sizes(spec), precision=precision))
