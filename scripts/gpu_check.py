@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """GPU check of lndeploy's Triton LayerNorm kernel: correctness, bandwidth, a small autotune, AOT PTX.
 
-Runs on a bare CUDA machine with python3, torch and triton only: the kernel is loaded from
-plugins/layernorm/ by file path (lndeploy itself is neither installed nor imported). Sections:
+Runs on a bare CUDA machine with python3, torch and triton only: the kernel is imported by its one name,
+``lndeploy.plugins.layernorm``, from an install of lndeploy or from the package layout that gpu_check.sh
+makes of this tree (``lndeploy/__init__`` imports only its errors: no onnx, no onnxruntime). Sections:
   (a) correctness vs torch (fp32 reference) for fp32/fp16/bf16 over a grid of N x rows;
   (b) benchmark vs F.layer_norm and torch.clone (the copy-bandwidth ceiling), with targets;
   (c) autotune of ROWS_PER_PROGRAM x ROW_STEPS x num_warps per shape, within a time budget, each
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib
-import importlib.util
 import json
 import os
 import statistics
@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_tune  # noqa: E402  (a sibling file: this script runs by path on a bare machine)
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_DIR = REPO / "plugins" / "layernorm"
 EPS = 1e-5
 TOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 1e-2}
 GPU_PLAN = {
@@ -48,14 +47,14 @@ CPU_PLAN = {
 
 
 def load_plugin(module: str):
-    """Import plugins/layernorm as package ``ln_plugin`` (relative imports work) and return a module."""
-    if "ln_plugin" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "ln_plugin", PLUGIN_DIR / "__init__.py", submodule_search_locations=[str(PLUGIN_DIR)])
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules["ln_plugin"] = pkg
-        spec.loader.exec_module(pkg)
-    return importlib.import_module(f"ln_plugin.{module}")
+    """``lndeploy.plugins.layernorm.<module>``; without lndeploy importable, says how to get it."""
+    try:
+        return importlib.import_module(f"lndeploy.plugins.layernorm.{module}")
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("lndeploy"):
+            raise
+        raise SystemExit("gpu_check: lndeploy.plugins is not importable here: run scripts/gpu_check.sh (it lays "
+                         "this tree out as the package) or pip install -e . first") from err
 
 
 def tdtype(name):
@@ -270,8 +269,7 @@ def env_info(device):
 
     info = {"torch": torch.__version__, "triton": triton.__version__, "python": sys.version.split()[0],
             "device": device, "kernel_file": load_plugin("kernel").__file__,
-            "imported_lndeploy_or_onnx": sorted(m for m in ("lndeploy", "onnx", "onnxruntime")
-                                                if m in sys.modules)}
+            "imported_onnx": sorted(m for m in ("onnx", "onnxruntime") if m in sys.modules)}
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
         info.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,

@@ -2,7 +2,8 @@
 """GPU check of ``lndeploy::layer_norm`` inside real models: the zoo's LayerNorms switched to the
 Triton kernel (``use_kernel=True``) on CUDA, against the same model in fp32 on the CPU.
 
-Runs from the repo tree without installing lndeploy: ``lndeploy.plugins`` is pointed at plugins/.
+Needs lndeploy importable with its plugins (``lndeploy.plugins``): an install of this tree, or the package
+layout that gpu_check.sh makes of it.
 Writes $OUT/gpu_custom_op.json (./gpu_check_out/ without OUT).
 """
 
@@ -12,20 +13,9 @@ import importlib.util
 import json
 import os
 import sys
-import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def alias_plugins() -> None:
-    import lndeploy
-
-    pkg = types.ModuleType("lndeploy.plugins")
-    pkg.__path__ = [str(REPO / "plugins")]
-    sys.modules["lndeploy.plugins"] = pkg
-    lndeploy.plugins = pkg
 
 
 def load_zoo(name: str):
@@ -66,7 +56,6 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_custom_op: no CUDA device, nothing to check")
         return 0
-    alias_plugins()
     rows = []
     for name in ("fnn", "cnn", "transformer", "rnn", "lstm", "gru"):
         for dtype in (torch.float32, torch.float16):
