@@ -14,8 +14,8 @@ pure streaming kernel whose ceiling is the copy bandwidth of the GPU.
 * ROW_STEPS > 1 (an autotune candidate, default 1) runs several tiles per program in sequence,
   prefetching the next tile during the current one's reductions.
 
-This file imports only torch and triton (no relative imports, nothing from lndeploy), so a bare GPU
-machine can load it by path (see scripts/gpu_check.py). ``launch_config`` is a pure function shared by
+This file imports only torch and triton (nothing from the rest of lndeploy), so a bare GPU machine
+runs it with torch and triton alone (scripts/gpu_check.sh). ``launch_config`` is a pure function shared by
 the JIT launcher and the ahead-of-time compiler (aot.py). Set ``TRITON_INTERPRET=1`` before triton is
 first imported to run the kernel on CPU tensors.
 """
