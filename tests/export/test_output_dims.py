@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from lndeploy import modelfile
+from lndeploy import modelfile, pipeline
 from lndeploy.errors import ParityError
-from lndeploy.exporter import export, verify
+from lndeploy.exporter import verify
 from tests.conftest import REPO
 
 TAGGER = str(REPO / "tests" / "user_models" / "ln_gru_tagger.py")
@@ -49,7 +49,7 @@ def run_ort_at_lengths(path, spec) -> dict[int, tuple]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("taggers")
-    return {factory: export(f"{TAGGER}:{factory}", folder / f"{factory}.onnx") for factory in FACTORIES}
+    return {factory: pipeline.export(f"{TAGGER}:{factory}", folder / f"{factory}.onnx") for factory in FACTORIES}
 
 
 @pytest.mark.parametrize("factory", FACTORIES)
@@ -98,4 +98,4 @@ def test_raw_export_declares_the_examples_length_and_ort_warns_on_it(raw_torch_g
 def test_verification_refuses_a_fixed_output_dim_that_follows_seq(raw_torch_gru_export):
     spec, path = raw_torch_gru_export
     with pytest.raises(ParityError, match=r"output 'output' dim 1 is fixed to 10 in the graph"):
-        verify.verify(onnx.load(path), spec)
+        verify.verify(onnx.load(path), spec, open_runner=pipeline.verification_runner)
