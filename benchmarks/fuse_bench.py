@@ -11,7 +11,7 @@ Models, each exported by torch's legacy exporter at opset 16 (nine primitive ops
 One warm, long-lived process: both sessions are created first, warmed up, and then timed in
 alternation (round i runs unfused then fused, the next round the other way round), so drift hits
 both equally. Outputs are written into buffers bound once (IOBinding), because a freshly allocated
-output page-faults on every call and would swamp the difference (FACTS: CPU speed). Medians; the
+output page-faults on every call and would swamp the difference (docs/bench.md 'No page faults timed'). Medians; the
 ratio is unfused / fused (> 1: fused is faster). Prints a markdown table.
 """
 

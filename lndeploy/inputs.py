@@ -1,4 +1,4 @@
-"""Test inputs generated from a signature (SPEC section 1).
+"""Test inputs generated from a signature (README 'How check decides').
 
 Floats come from a seeded normal distribution, integers uniformly from ``[min, max]`` of the example
 tensor, booleans uniformly. Every dynamic dim is varied: dims named like a batch over {1, 3}, other

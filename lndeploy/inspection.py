@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from lndeploy import plugin_spec
+from lndeploy.backends.tensorrt import sidecar
 from lndeploy.errors import BadInputError
 from lndeploy.inputs import unnamed_dim_label
 from lndeploy.onnxfile import graph_inputs, primitive_norm_hint
@@ -19,7 +20,7 @@ _NORM_OPS = ("LayerNormalization", "RMSNormalization", "SkipLayerNormalization",
 
 def inspect_artifact(path) -> dict:
     path = Path(path)
-    if path.suffix in (".engine", ".plan", ".trt"):
+    if sidecar.is_engine(path):
         return inspect_engine(path)
     from lndeploy.onnxfile import external_data_files, load_model
 
@@ -43,18 +44,12 @@ def inspect_engine(path: Path) -> dict:
         magic = f.read(4)
     info = {"artifact": str(path), "kind": "tensorrt-engine", "size_bytes": path.stat().st_size,
             "header": _ENGINE_MAGIC.get(magic, f"unrecognized ({magic!r}): not a TensorRT engine?")}
-    sidecar = Path(str(path) + ".json")
-    if not sidecar.is_file():
+    facts = sidecar.read(path)
+    if facts is None:
         # an engine from trtexec or another tool is valid; only what the file itself says is known,
         # because deserializing an engine needs the runtime version that built it and a GPU
-        return {**info, "sidecar": None, "note": f"no sidecar {sidecar.name} (not built by lndeploy build): "
-                "runtime version, GPU targets, inputs and profiles are not recorded"}
-    try:
-        facts = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as err:
-        raise BadInputError(f"{sidecar} is not readable JSON: {err}") from err
-    if not isinstance(facts, dict):
-        raise BadInputError(f"{sidecar} is not an lndeploy engine sidecar (a JSON object)")
+        return {**info, "sidecar": None, "note": f"no sidecar {sidecar.sidecar_path(path).name} (not built by "
+                "lndeploy build): runtime version, GPU targets, inputs and profiles are not recorded"}
     recorded = (facts.get("engine") or {}).get("size_bytes")
     if recorded is not None and recorded != info["size_bytes"]:
         info["note"] = (f"the sidecar describes another engine ({recorded} bytes, this file has "
@@ -172,13 +167,12 @@ def artifact_form(path) -> dict:
     """``{"ln": native|plugin, "precision": fp32|fp16|bf16, "opset": int|None}`` of an ONNX file or
     an lndeploy-built engine (from its sidecar; {} for an engine without one)."""
     path = Path(path)
-    if path.suffix in (".engine", ".plan", ".trt"):
-        sidecar = Path(str(path) + ".json")
-        if not sidecar.is_file():
-            return {}
+    if sidecar.is_engine(path):
         try:
-            facts = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
+            facts = sidecar.read(path)
+        except BadInputError:  # a sidecar lndeploy did not write tells nothing of the form
+            return {}
+        if facts is None:
             return {}
         label = (facts.get("precision") or {}).get("label")
         return {"ln": "plugin" if facts.get("plugins") else "native",

@@ -1,4 +1,4 @@
-"""Load a model file (SPEC section 1): ``build()``, ``example_inputs()``, optional ``dynamic_axes()``.
+"""Load a model file (README 'The model file'): ``build()``, ``example_inputs()``, optional ``dynamic_axes()``.
 
 ``MODEL`` is a path to a ``.py`` file, an importable module name, or ``FILE_OR_MODULE:FACTORY``.
 Loading a model file executes its code; nothing is loaded implicitly.
@@ -94,7 +94,7 @@ def _import_file(path: Path, target: str):
 
 
 def load(ref: str) -> ModelSpec:
-    """Load ``ref`` per SPEC section 1 and validate everything it defines."""
+    """Load ``ref`` per README 'The model file' and validate everything it defines."""
     import torch
 
     target, factory = split_reference(ref)
@@ -147,7 +147,7 @@ def resolve(model, example_inputs=None, dynamic_axes=None) -> ModelSpec:
 
 
 def default_axes(inputs: dict) -> dict:
-    """SPEC section 1: without ``dynamic_axes()``, dim 0 of every input is ``batch``."""
+    """README 'The model file': without ``dynamic_axes()``, dim 0 of every input is ``batch``."""
     return {name: {0: "batch"} for name, tensor in inputs.items() if tensor.dim()}
 
 

@@ -1,6 +1,6 @@
 """The LayerNorm plugin node: its name, attributes and ONNX schema, shared by every layer.
 
-One node ``lndeploy.LndeployLayerNorm(X, Scale, B) -> Y`` per LayerNorm (SPEC section 5):
+One node ``lndeploy.LndeployLayerNorm(X, Scale, B) -> Y`` per LayerNorm (README 'The LayerNorm plugin'):
 
     Y = Scale * (X - mean) / sqrt(var + epsilon) + B,   mean and biased var over axes [axis, rank)
 
@@ -19,6 +19,7 @@ DOMAIN = "lndeploy"
 PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = "lndeploy"
 DOMAIN_VERSION = 1
+MIN_OPSET = 17  # the first ONNX opset with LayerNormalization: native LN nodes and the plugin's CPU reference
 
 _schema_registered = False
 
@@ -144,6 +145,6 @@ def with_reference_functions(model):
     out.functions.extend([f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)])
     out.functions.append(reference_function())
     ensure_opset_import(out)
-    if not any(op.domain in ("", "ai.onnx") and op.version >= 17 for op in out.opset_import):
-        raise ValueError("a model with plugin nodes needs ONNX opset >= 17 for its CPU reference")
+    if not any(op.domain in ("", "ai.onnx") and op.version >= MIN_OPSET for op in out.opset_import):
+        raise ValueError(f"a model with plugin nodes needs ONNX opset >= {MIN_OPSET} for its CPU reference")
     return out

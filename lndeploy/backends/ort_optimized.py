@@ -24,7 +24,7 @@ kernel is 3.5-7x slower than the two ops it replaces, so :func:`tuned_session` t
 Proof before use: both graphs run on the same generated inputs (every dynamic dim varied, see
 :mod:`lndeploy.inputs`) and every output of the fused graph must lie within ``atol`` (max abs, on
 every element) of the plain graph's: 1e-4 for fp32 graphs, 1e-2 where the graph holds fp16/bf16
-(SPEC section 4). Otherwise the plain graph is returned and the report says why.
+(README 'How check decides'). Otherwise the plain graph is returned and the report says why.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 PyTorch's CPU tensors come from glibc ``malloc``. A large tensor freed at the end of a call is handed
 back to the kernel (``munmap``, or a heap trim), and the next call's tensor of the same size faults in
-every page again. Measured here (FACTS.md and ``faults_per_run`` in the reports): the zoo CNN at
-batch 32 takes ~2,240 minor faults and 12-30 ms per call with glibc's defaults, 0 faults and ~1.3 ms
-with the settings below; ``F.layer_norm`` on (8192, 1024) 11.6 ms vs 2.1 ms. ONNX Runtime keeps its
+every page again. Measured here (docs/bench.md 'No page faults timed', and ``faults_per_run`` in the
+reports): the zoo CNN at batch 32 takes ~2,240 minor faults and 12-30 ms per call with glibc's defaults,
+0 faults and ~1.3 ms with the settings below; ``F.layer_norm`` on (8192, 1024) 11.6 ms vs 2.1 ms. ONNX Runtime keeps its
 own arena and never pays this, so without the setting the comparison would mostly measure the
 allocator, not the backends.
 

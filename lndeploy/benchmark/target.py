@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lndeploy.backends.tensorrt.sidecar import is_engine
 from lndeploy.errors import BadInputError, UnavailableError
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 @dataclass
@@ -34,7 +33,7 @@ def kind_of(ref) -> str:
     path = Path(str(ref))
     if path.suffix == ".onnx":
         return "onnx"
-    if path.suffix in ENGINE_SUFFIXES:
+    if is_engine(path):
         return "engine"
     return "model"
 

@@ -11,8 +11,8 @@ scheduler wait of up to tens of milliseconds on a loaded machine, measured here 
 pool) is a cost of the interleaving, not of the backend.
 
 Every call is timed on its own with ``perf_counter_ns``; minor page faults are counted per slice with
-``getrusage`` because a fresh large buffer page-faults on every call (FACTS.md), which is a property of
-the caller's allocation pattern, not of the backend, and worth seeing in the report.
+``getrusage`` because a fresh large buffer page-faults on every call (docs/bench.md 'No page faults
+timed'), which is a property of the caller's allocation pattern, not of the backend, and worth seeing in the report.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``--report`` JSON of ``lndeploy check``: what ran, on what, and how it compared (SPEC section 2).
+"""The ``--report`` JSON of ``lndeploy check``: what ran, on what, and how it compared (README 'How check decides').
 
 Written on every exit path once the command has started work: 0 and 1 with the comparison, 2 (a model
 fault) and 3 (cannot run here) with ``error`` and ``exit_code`` saying why, so a CI gate that reads the

@@ -2,7 +2,7 @@
 
 Subcommands live one per module and are imported only when invoked, so ``lndeploy --help`` imports
 neither torch nor onnxruntime. Every ``LndeployError`` becomes one line on stderr and its exit code
-(SPEC section 2); anything else is an internal error (exit 4) whose traceback ``--debug`` shows.
+(README 'What it does'); anything else is an internal error (exit 4) whose traceback ``--debug`` shows.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main(argv=None):
 
 
 def _report_click(err: click.ClickException, debug: bool) -> int:
-    """A usage error is one line too (SPEC: exit 2, one line naming the problem), with where to find
+    """A usage error is one line too (README 'What it does': exit 2, one line naming the problem), with where to find
     help; click's own four-line form (usage, hint, blank, error) only with --debug. ``lndeploy`` with
     no command still prints the help."""
     no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())

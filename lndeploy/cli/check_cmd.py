@@ -7,6 +7,7 @@ import sys
 import click
 
 from lndeploy.cli.options import debug_flag
+from lndeploy.plugin_spec import MIN_OPSET
 
 
 @click.command("check")
@@ -25,7 +26,7 @@ from lndeploy.cli.options import debug_flag
               help="When exporting: LN as native node or plugin node [default: native; with an artifact: its own].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="When exporting: the precision plan [default: fp32; with an artifact: its own]. Sets the default atol.")
-@click.option("--opset", type=int, help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--opset", type=int, help=f"When exporting: the ONNX opset (>= {MIN_OPSET}) [default: 18].")
 @click.pass_context
 def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.

@@ -9,8 +9,7 @@ import warnings
 
 from lndeploy.errors import BadInputError, LndeployError, first_line
 from lndeploy.modelfile import ModelSpec
-
-MIN_OPSET = 17  # the first opset with LayerNormalization
+from lndeploy.plugin_spec import MIN_OPSET
 
 
 def output_names(spec: ModelSpec) -> list[str]:

@@ -22,8 +22,8 @@ from tests.conftest import REPO
 
 TAGGER = str(REPO / "tests" / "user_models" / "ln_gru_tagger.py")
 FACTORIES = ["build", "build_with_torch_gru"]
-LENGTHS = (1, 10, 33)
-pytestmark = pytest.mark.slow  # three exports of a few seconds each  # shorter than, equal to and longer than the example's 10
+LENGTHS = (1, 10, 33)  # shorter than, equal to and longer than the example's 10
+pytestmark = pytest.mark.slow  # three exports of a few seconds each
 
 
 def declared_dims(value_info) -> list:

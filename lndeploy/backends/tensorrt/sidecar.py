@@ -23,7 +23,13 @@ from pathlib import Path
 from lndeploy.errors import BadInputError, UnavailableError
 
 FORMAT = "lndeploy-engine/1"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what trtexec, Polygraphy and lndeploy build name engines
 ONNX_FLOAT_TYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64"}
+
+
+def is_engine(path) -> bool:
+    """An engine file by its name (its contents need the runtime that built it and a GPU)."""
+    return Path(str(path)).suffix in ENGINE_SUFFIXES
 
 
 def sidecar_path(engine_path) -> Path:
