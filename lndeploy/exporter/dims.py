@@ -26,7 +26,11 @@ from lndeploy.modelfile import ModelSpec
 def following_dims(model, spec: ModelSpec, sizes: dict[str, int]) -> dict[str, dict[int, tuple[str | None, int]]]:
     """Graph output name -> {dim index: (name of the input dim it equals or None, its example size)} for
     every output dim whose PyTorch size differs between the example's sizes and ``sizes`` (label -> size)."""
-    before, after = _pytorch_shapes(spec, None), _pytorch_shapes(spec, sizes)
+    before = _pytorch_shapes(spec, None)
+    try:
+        after = _pytorch_shapes(spec, sizes)
+    except Exception:  # the model refuses these sizes: verification runs PyTorch there too and says so
+        return {}
     names = _input_dim_names(model, spec, sizes)
     found = {}
     for output, shape, other in zip(model.graph.output, before, after):

@@ -23,7 +23,7 @@ from tests.conftest import REPO
 TAGGER = str(REPO / "tests" / "user_models" / "ln_gru_tagger.py")
 FACTORIES = ["build", "build_with_torch_gru"]
 LENGTHS = (1, 10, 33)  # shorter than, equal to and longer than the example's 10
-pytestmark = pytest.mark.slow  # three exports of a few seconds each
+slow = pytest.mark.slow  # the tests on the taggers: three exports of a few seconds each
 
 
 def declared_dims(value_info) -> list:
@@ -52,6 +52,7 @@ def exported(tmp_path_factory):
     return {factory: pipeline.export(f"{TAGGER}:{factory}", folder / f"{factory}.onnx") for factory in FACTORIES}
 
 
+@slow
 @pytest.mark.parametrize("factory", FACTORIES)
 def test_tagger_output_follows_batch_and_seq_and_ort_runs_three_lengths_without_warning(exported, factory, capfd):
     result = exported[factory]
@@ -66,6 +67,7 @@ def test_tagger_output_follows_batch_and_seq_and_ort_runs_three_lengths_without_
     assert max(error for _, error in runs.values()) <= 1e-4, runs
 
 
+@slow
 def test_the_exporters_fixed_length_is_repaired_with_a_note(exported):
     notes = exported["build_with_torch_gru"].notes
     assert any("output 'output' dim 1 was written as 10" in note and "'seq'" in note for note in notes), notes
@@ -86,6 +88,7 @@ def raw_torch_gru_export(tmp_path_factory):
     return modelfile.load(f"{TAGGER}:build_with_torch_gru"), path
 
 
+@slow
 def test_raw_export_declares_the_examples_length_and_ort_warns_on_it(raw_torch_gru_export, capfd):
     spec, path = raw_torch_gru_export
     assert declared_dims(onnx.load(path).graph.output[0]) == ["batch", 10, 7]
@@ -95,7 +98,34 @@ def test_raw_export_declares_the_examples_length_and_ort_warns_on_it(raw_torch_g
     assert "Expected shape from model of {-1,10,7} does not match actual shape of {3,33,7}" in err, err
 
 
+@slow
 def test_verification_refuses_a_fixed_output_dim_that_follows_seq(raw_torch_gru_export):
     spec, path = raw_torch_gru_export
     with pytest.raises(ParityError, match=r"output 'output' dim 1 is fixed to 10 in the graph"):
         verify.verify(onnx.load(path), spec, open_runner=pipeline.verification_runner)
+
+
+def test_a_dim_that_is_no_input_dim_gets_a_name_of_its_own():
+    """y = x.reshape(-1): its one dim is 4 * batch, no input dim's size, so it is named after the output.
+    The graph is written by hand with the fixed size the exporter would have typed (8 at batch 2)."""
+    from onnx import TensorProto, helper
+
+    from lndeploy.exporter import dims
+
+    spec = modelfile.resolve(Flat(), (torch.randn(2, 4),), {"x": {0: "batch"}})
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+        [helper.make_tensor("shape", TensorProto.INT64, [1], [-1])])
+    model = helper.make_model(graph)
+    notes = dims.name_output_dims(model, spec, {"batch": 5})
+    assert declared_dims(model.graph.output[0]) == ["y_dim0"]
+    assert notes == ["output 'y' dim 0 was written as 8 by the exporter although it follows the dynamic dims; "
+                     "made symbolic ('y_dim0')"]
+    dims.check_output_dims(model, spec, {"batch": 5})  # symbolic now: passes
+
+
+class Flat(torch.nn.Module):
+    def forward(self, x):
+        return x.reshape(-1)
