@@ -21,6 +21,8 @@ from onnxscript.rewriter._basics import MatchFailureError
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")
+# the most an epsilon may move when written as the float32 ``epsilon`` attribute
+EPS_RTOL = 1e-3
 
 
 @dataclass
@@ -82,26 +84,62 @@ def fail(reason: str, *sources):
     raise MatchFailureError(reason, *[s for s in sources if s is not None])
 
 
-def const_array(value) -> np.ndarray | None:
+def const_array(value, depth: int = 0) -> np.ndarray | None:
     """The value's constant content, or None (also for graph inputs, which callers may override).
 
-    Sees through Cast and Identity of a constant: ONNX's own function bodies write eps as
-    ``Cast(Constant(1e-5), to=T)``."""
+    A small subgraph of standard ops fed only by constants counts as a constant and is evaluated
+    (ONNX's reference evaluator, one node at a time): ONNX's function bodies write eps as
+    ``Cast(Constant(1e-5), to=T)``, onnxscript-authored models as ``CastLike(Constant, x)``, others
+    the exponent as ``Cast(int 2)`` or axes as ``Reshape(Constant, Constant)``."""
     if value is None or value.is_graph_input():
         return None
     from onnxscript.rewriter._ir_utils import get_numpy_value
 
     array = get_numpy_value(value)
     node = value.producer()
-    if array is not None or node is None or node.domain not in ("", "ai.onnx"):
+    if array is not None or node is None or node.domain not in ("", "ai.onnx") or depth > FOLD_DEPTH:
         return array
-    if node.op_type == "Identity":
-        return const_array(node.inputs[0])
-    if node.op_type == "Cast" and (source := const_array(node.inputs[0])) is not None:
-        to = node.attributes.get_int("to", 0)
-        if to in {t.value for t in FLOAT_TYPES}:
-            return source.astype(ir.DataType(to).numpy())
-    return None
+    if node.op_type == "CastLike" and (source := const_array(node.inputs[0], depth + 1)) is not None:
+        like = node.inputs[1].dtype if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        return source.astype(like.numpy()) if like is not None and like in FLOAT_TYPES else None
+    if node.op_type not in FOLDABLE or any(a.type == ir.AttributeType.GRAPH for a in node.attributes.values()):
+        return None
+    inputs = [const_array(v, depth + 1) if v is not None else None for v in node.inputs]
+    if any(a is None for a, v in zip(inputs, node.inputs) if v is not None):
+        return None
+    if sum(a.size for a in inputs if a is not None) > FOLD_MAX_ELEMENTS:
+        return None
+    return _evaluate(node, inputs, value)
+
+
+# the ops a constant eps, exponent or axes subgraph is made of (evaluated where all inputs are constant)
+FOLDABLE = frozenset({"Constant", "Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat",
+                      "Gather", "Slice", "Expand", "ConstantOfShape", "Range", "Neg", "Abs", "Add", "Sub", "Mul",
+                      "Div", "Pow", "Sqrt", "Reciprocal"})
+FOLD_DEPTH = 8
+FOLD_MAX_ELEMENTS = 4096
+
+
+def _evaluate(node, inputs: list, value) -> np.ndarray | None:
+    """One node on constant inputs, through ONNX's reference evaluator; None where it cannot run."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if a is not None else "" for i, a in enumerate(inputs)]
+    proto = ir.serde.serialize_node(node)
+    del proto.input[:], proto.output[:]
+    proto.input.extend(names)
+    proto.output.extend(f"out{i}" for i in range(len(node.outputs)))
+    graph = onnx.helper.make_graph(
+        [proto], "fold", [], [onnx.helper.make_empty_tensor_value_info(o) for o in proto.output],
+        [onnx.numpy_helper.from_array(np.asarray(a), n) for a, n in zip(inputs, names) if a is not None])
+    opset = value.graph.opset_imports.get("", 17) if value.graph is not None else 17
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    try:
+        results = ReferenceEvaluator(model).run(None, {})
+    except Exception:  # noqa: BLE001 - an op the evaluator cannot run here is just not a constant
+        return None
+    return np.asarray(results[node.outputs.index(value)])
 
 
 def check_exponents(p2, half, minus_half, one, p2_mean=None) -> None:
@@ -157,7 +195,12 @@ def epsilon_of(eps, rank: int) -> float:
     value = float(array.reshape(()))
     if not np.isfinite(value) or value < 0:
         fail(f"epsilon is {value}, not a finite non-negative number", eps)
-    return value
+    held = float(np.float32(value))
+    if abs(held - value) > EPS_RTOL * value:
+        # the epsilon attribute is a 32-bit float: 1e-50 (a double LN) would become 0, and a constant
+        # row then gives 0 / 0 where the original gives 0
+        fail(f"epsilon {value:g} does not fit LayerNormalization's float attribute (it would be {held:g})", eps)
+    return held
 
 
 def float_dtype(x):
