@@ -168,15 +168,17 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     from lndeploy.passes.fuse import _common, _prepare
 
     counts = dict.fromkeys(RULE_ORDER, 0)
+    # an LN below opset 17 (as ONNX Runtime's optimizer writes it) is kept, at opset 17
+    raise_opset = opset is not None or _prepare.layer_norm_below_opset_17(source)
     # every rule starts from a reduction, or (unflatten) from the Flatten of ONNX's function body
-    if opset is None and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
+    if not raise_opset and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
         return source, counts, []
     work = _prepare.prepare(source, opset, notes)
     model = ir.serde.deserialize_model(work)
     refusals = _common.Notes()
     for rule_name, module in zip(RULE_ORDER, _prepare.rule_modules()):
         counts[rule_name] = module.rules(refusals).apply_to_model(model)
-    if not any(counts.values()) and opset is None:
+    if not any(counts.values()) and not raise_opset:
         notes.clear()
         return source, counts, refusals.left()
     RemoveUnusedNodesPass()(model)  # the eps/exponent Constant nodes the matches left behind
