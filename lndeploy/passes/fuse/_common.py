@@ -21,6 +21,10 @@ from onnxscript.rewriter._basics import MatchFailureError
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")
+# (from, to) Casts that hold every value exactly: fp16/bf16 -> fp32/fp64, fp32 -> fp64
+WIDENING = frozenset({(ir.DataType.FLOAT16.value, ir.DataType.FLOAT.value), (ir.DataType.FLOAT16.value, ir.DataType.DOUBLE.value),
+                      (ir.DataType.BFLOAT16.value, ir.DataType.FLOAT.value), (ir.DataType.BFLOAT16.value, ir.DataType.DOUBLE.value),
+                      (ir.DataType.FLOAT.value, ir.DataType.DOUBLE.value)})
 # the most an epsilon may move when written as the float32 ``epsilon`` attribute
 EPS_RTOL = 1e-3
 
@@ -203,6 +207,13 @@ def epsilon_of(eps, rank: int) -> float:
     return held
 
 
+def type_name(code: int) -> str:
+    try:
+        return ir.DataType(code).name
+    except ValueError:
+        return f"type {code}"
+
+
 def float_dtype(x):
     dtype = x.dtype
     if dtype not in FLOAT_TYPES:
@@ -221,6 +232,21 @@ def static_dims(x, axes) -> tuple[int, ...]:
     return tuple(dims)
 
 
+def norm_dims(x, axes) -> tuple:
+    """x's dims along ``axes``: ints, names of symbolic dims, None for unknown ones. LN itself needs
+    none of them (``axis=-k``); only a scale or bias must be shown to have exactly these dims."""
+    return tuple(dim_of(x.shape[a]) for a in axes)
+
+
+def dim_of(dim):
+    """int, a symbolic dim's name, or None (unknown: equal to nothing, not even another unknown)."""
+    return dim if isinstance(dim, int) else getattr(dim, "value", None)
+
+
+def is_static(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
 def typed(value, like, perm=None):
     """Give a new value the type and shape of ``like`` (permuted by ``perm``): later rules need ranks."""
     value.type = like.type
@@ -230,35 +256,53 @@ def typed(value, like, perm=None):
     return value
 
 
-def ones(op, notes: Notes, x, dims) -> ir.Value:
-    """A constant all-ones scale of the normalized shape, in x's type."""
-    data = np.ones(dims, dtype=x.dtype.numpy())
-    return op.initializer(ir.tensor(data), name=notes.fresh_name(f"{x.name or 'x'}_ones"))
+def ones(op, notes: Notes, x, axes, fill: float = 1.0) -> ir.Value:
+    """A scale filled with ``fill`` of x's dims along ``axes``, in x's type: a constant where those
+    dims are static, else ``ConstantOfShape(Gather(Shape(x), axes))``."""
+    dims = norm_dims(x, axes)
+    if is_static(dims):
+        data = np.full(dims, fill, dtype=x.dtype.numpy())
+        return op.initializer(ir.tensor(data), name=notes.fresh_name(f"{x.name or 'x'}_ones"))
+    picked = op.initializer(ir.tensor(np.array(list(axes), np.int64)), name=notes.fresh_name("norm_axes"))
+    value = op.ConstantOfShape(op.Gather(op.Shape(x), picked),
+                               value=ir.tensor(np.array([fill], dtype=x.dtype.numpy())))
+    value.type, value.shape = x.type, ir.Shape([x.shape[a] for a in axes])
+    return value
 
 
 def is_all(value, number: float) -> bool:
-    """True for a missing optional input when number is 0, or a constant filled with ``number``."""
+    """True for a missing optional input when number is 0, or a constant (or a ConstantOfShape)
+    filled with ``number``."""
     if value is None:
         return number == 0.0
+    node = value.producer()
+    if node is not None and node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+        fill = node.attributes.get("value")
+        return fill is not None and bool(np.all(fill.value.numpy() == number))
     array = const_array(value)
     return array is not None and bool(np.all(array == number))
 
 
 def param_layout(param, out_rank: int, out_axes, norm_dims) -> tuple[tuple, tuple]:
     """(param's shape, its dims along ``out_axes``), or refused where it does not broadcast as a
-    scale or bias of the normalized dims does (see ``norm_param``)."""
-    shape = param.shape
-    if shape is None or not all(isinstance(d, int) for d in shape):
-        fail("the scale or bias has no static shape", param)
-    shape = tuple(shape)
+    scale or bias of the normalized dims does (see ``norm_param``). Over symbolic normalized dims
+    the parameter must already have exactly those dims (the same names), reshaped by nothing."""
+    if param.shape is None:
+        fail("the scale or bias has no known shape", param)
+    shape = tuple(dim_of(d) for d in param.shape)
+    if None in shape:
+        fail("the scale or bias has a dim of unknown size", param)
     if len(shape) > out_rank:
         fail(f"the scale or bias has rank {len(shape)}, more than the normalized input's {out_rank}", param)
     full = (1,) * (out_rank - len(shape)) + shape
     if any(full[a] != 1 for a in range(out_rank) if a not in out_axes):
         fail(f"the scale or bias of shape {list(shape)} varies along a non-normalized axis", param)
     picked = tuple(full[a] for a in out_axes)
-    if any(p not in (1, n) for p, n in zip(picked, norm_dims)):
+    if any(p != 1 and (n is None or p != n) for p, n in zip(picked, norm_dims)):
         fail(f"the scale or bias of shape {list(shape)} does not broadcast to {list(norm_dims)}", param)
+    if not (is_static(shape) and is_static(norm_dims)) and not (shape == picked == tuple(norm_dims)):
+        fail(f"the scale or bias of shape {list(shape)} would need reshaping to the symbolic dims "
+             f"{list(norm_dims)}", param)
     return shape, picked
 
 
@@ -271,6 +315,8 @@ def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> i
     broadcast here; a computed tensor gets a Reshape (and an Expand where it broadcasts).
     """
     shape, picked = param_layout(param, out_rank, out_axes, norm_dims)
+    if not is_static(norm_dims):
+        return param  # already of exactly the normalized dims (param_layout)
     array = const_array(param)
     name = notes.fresh_name(param.name or "param")
     if array is not None:

@@ -9,7 +9,8 @@ primitive-op LayerNorm itself when optimising) instead of fuse's (docs/fuse.md, 
 Inputs come from :mod:`lndeploy.inputs` (seeded normal floats). Dynamic dims all take one small size;
 sizes are tried in order until the input model runs at two of them: a graph exported with a loop
 unrolled to a fixed length declares its sequence dim dynamic but runs only from that length on. A
-graph input declared without a shape gets a guessed rank (3, 2, 4, then 1), each dim that size.
+graph input declared without a shape gets a guessed rank (3, 2, 4, then 1; both models are opened
+with that rank declared), each dim that size.
 After the random samples, one more feeds the last of them with its first row (along the last axis)
 made constant and its second row zero: where a rewrite divides by a vanishing variance without the
 original's epsilon, that is where it shows.
@@ -30,6 +31,9 @@ from lndeploy.errors import BadInputError, LndeployError, ParityError
 SIZES = (2, 3, 8, 16, 64)
 GUESSED_RANKS = (3, 2, 4, 1)
 SAMPLES = 2
+# the constant row's value: its mean is exact in every float type (0.5 * n / n), so the exact LN of
+# that row, 0, is what both sides compute, rather than rounding noise divided by sqrt(eps)
+CONSTANT_ROW = 0.5
 # (atol, rtol) per output dtype. fp16/bf16 graphs compute the fused LN's statistics in fp32
 # (stash_type=1) where the primitive ops did not, so they legitimately move more (SPEC section 4)
 TOLERANCE = {"float32": (1e-5, 1e-5), "float64": (1e-5, 1e-5), "float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
@@ -40,12 +44,20 @@ def compare(before, after, open_session, *, seed: int = 0) -> dict:
     if after == before:  # nothing fused: the input goes back as it was, nothing to run (or to refuse)
         return {"passed": True, "backend": None, "provider": None, "unchanged": True,
                 "tolerance": _tolerance_dict(TOLERANCE), "samples": []}
-    with contextlib.ExitStack() as stack:
-        # the fused model first: where a runtime has no kernel for a fused node (bf16
-        # LayerNormalization on ORT's CPU), an opener that falls back remembers it for the input too
-        fused = stack.enter_context(_opened(open_session, after, "the fused model"))
-        reference = stack.enter_context(_opened(open_session, before, "the input model"))
-        samples, used = _run_samples(before, reference, fused, seed)
+    shapeless = [v.name for v in before.graph.input if not v.type.tensor_type.HasField("shape")]
+    for rank in GUESSED_RANKS if shapeless else (None,):
+        with contextlib.ExitStack() as stack:
+            # the fused model first: where a runtime has no kernel for a fused node (bf16
+            # LayerNormalization on ORT's CPU), an opener that falls back remembers it for the input too
+            fused = stack.enter_context(_opened(open_session, _ranked(after, shapeless, rank), "the fused model"))
+            reference = stack.enter_context(_opened(open_session, _ranked(before, shapeless, rank), "the input model"))
+            try:
+                samples, used = _run_samples(before, reference, fused, seed, rank)
+                break
+            except _DoesNotRun as err:
+                if rank == GUESSED_RANKS[-1] or not shapeless:
+                    raise BadInputError(f"cannot verify: the input model does not run on random inputs "
+                                        f"({err}); rerun with --no-verify") from None
     return {"passed": True, "backend": getattr(fused, "backend", None), "provider": getattr(fused, "provider", None),
             "tolerance": _tolerance_dict({k: TOLERANCE[k] for k in used}), "samples": samples}
 
@@ -68,29 +80,47 @@ def _opened(open_session, model, what: str):
             session.close()
 
 
-def _run_samples(before, reference, fused, seed: int) -> tuple[list, set]:
+class _DoesNotRun(Exception):
+    """The input model ran at none of the sizes tried (the message: why, at the first size)."""
+
+
+def _ranked(model, shapeless: list, rank: int | None):
+    """A copy of ``model`` whose shape-less graph inputs have ``rank`` dims of their own names (runtimes
+    check a feed against the declared shape; a guessed rank only narrows what the graph accepts)."""
+    if rank is None:
+        return model
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in copy.graph.input:
+        if value.name in shapeless:
+            dims = value.type.tensor_type.shape.dim
+            for i in range(rank):
+                dims.add().dim_param = f"{value.name}_dim{i}"
+    return copy
+
+
+def _run_samples(before, reference, fused, seed: int, rank: int | None) -> tuple[list, set]:
     from lndeploy import inputs
 
-    specs = inputs.specs_from_onnx(before)
-    shapeless = {v.name for v in before.graph.input if not v.type.tensor_type.HasField("shape")}
+    specs = inputs.specs_from_onnx(_ranked(before, [v.name for v in before.graph.input
+                                                     if not v.type.tensor_type.HasField("shape")], rank))
     samples, refused, used = [], [], set()
     last = None
     for size in SIZES:
-        for rank in GUESSED_RANKS if shapeless else (None,):
-            sizes, feed = _feed(specs, shapeless, size, rank, seed + len(samples) + len(refused))
-            try:
-                expected = reference.run(feed)
-            except Exception as err:  # noqa: BLE001 - runtimes raise their own types; this size just does not fit
-                refused.append(f"{_where(sizes)}: {_first_line(err)}")
-                continue
-            samples.append(_sample(fused, feed, expected, sizes, used))
-            last = sizes, feed
-            break
+        sizes, feed = _feed(specs, size, seed + len(samples) + len(refused))
+        try:
+            expected = reference.run(feed)
+        except Exception as err:  # noqa: BLE001 - runtimes raise their own types; this size just does not fit
+            refused.append(f"{_where(sizes)}: {_first_line(err)}")
+            continue
+        samples.append(_sample(fused, feed, expected, sizes, used))
+        last = sizes, feed
         if len(samples) == SAMPLES:
             break
     if not samples:
-        raise BadInputError(f"cannot verify: the input model does not run on random inputs "
-                            f"({refused[0]}); rerun with --no-verify")
+        raise _DoesNotRun(refused[0])
     sizes, feed = last
     edge = _constant_and_zero_rows(feed)
     if edge is not None:
@@ -116,17 +146,14 @@ def _sample(fused, feed: dict, expected: dict, sizes: dict, used: set) -> dict:
     return {"sizes": sizes, "max_abs": max_abs, "max_rel": max_rel}
 
 
-def _feed(specs, shapeless: set, size: int, rank: int | None, seed: int) -> tuple[dict, dict]:
-    """(sizes, feed): every dynamic dim ``size``; a shape-less input ``rank`` dims of ``size``."""
+def _feed(specs, size: int, seed: int) -> tuple[dict, dict]:
+    """(sizes, feed): every dynamic dim ``size``."""
     from lndeploy import inputs
 
-    specs = [replace(s, shape=(size,) * rank) if s.name in shapeless else s for s in specs]
-    names = inputs.dim_names(specs)
-    sizes = dict.fromkeys(names, size)
-    sizes.update({f"rank of {n}": rank for n in sorted(shapeless)})
+    sizes = dict.fromkeys(inputs.dim_names(specs), size)
     # inputs.generate draws floats for numpy float kinds only: a bf16 input is drawn as fp32, then cast
     as_float = [replace(s, dtype=np.dtype(np.float32)) if s.dtype.name == "bfloat16" else s for s in specs]
-    feed = inputs.generate(as_float, dict.fromkeys(names, size), seed)
+    feed = inputs.generate(as_float, sizes, seed)
     for spec in specs:
         if spec.dtype.name == "bfloat16":
             feed[spec.name] = feed[spec.name].astype(spec.dtype)
@@ -140,7 +167,7 @@ def _constant_and_zero_rows(feed: dict) -> dict | None:
         array = np.array(array)
         if _is_float(array) and array.ndim >= 1 and array.size >= 2 * array.shape[-1] > 0:
             rows = array.reshape(-1, array.shape[-1])
-            rows[0], rows[1] = rows[0, 0], 0
+            rows[0], rows[1] = CONSTANT_ROW, 0
             changed = True
         edge[name] = array
     return edge if changed else None
