@@ -10,6 +10,8 @@ Rules, applied in this order, each one module with its formula in its docstring:
 6. ``ln_scale``: ``N(x) * scale`` -> N with that scale
 7. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
 8. ``unflatten_layer_norm``: ``Reshape(LN(Flatten(x, f)), Shape(x))`` -> ``LN(x; axis=f - rank)``
+9. ``ln_stats_outputs``: a mean / inverse std of LN's input still computed beside it -> LN's Mean /
+   InvStdDev outputs
 
 Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
 A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from lndeploy.errors import BadInputError
 
 RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "tf_layer_norm", "rms_norm", "no_op_cast", "ln_scale",
-              "ln_bias", "unflatten_layer_norm")
+              "ln_bias", "unflatten_layer_norm", "ln_stats_outputs")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
 MIN_OPSET = 17
 

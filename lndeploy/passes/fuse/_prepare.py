@@ -9,10 +9,10 @@ HELD_DOMAIN = "lndeploy.fuse.held"
 
 
 def rule_modules():
-    from lndeploy.passes.fuse import (cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm, tf_layer_norm,
-                                      unflatten)
+    from lndeploy.passes.fuse import (cast, channel_first, layer_norm, ln_bias, ln_scale, ln_stats, rms_norm,
+                                      tf_layer_norm, unflatten)
 
-    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias, unflatten)
+    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias, unflatten, ln_stats)
 
 
 def has_op(model, *op_types: str) -> bool:
