@@ -45,7 +45,7 @@ class StatsOutput(pattern.RewriteRuleClassBase):
                     else op.ReduceMean(t, _allow_other_inputs=True, _outputs=["mean"]))
         else:
             mean = S.mean_of(op, t, name="mean")
-            num = S.centred(op, t, mean)
+            num = S.centred(op, t, mean, name="num")
             var = S.variance(op, self.variance, t, num, mean, p2, p2_mean)
             plus_eps = pattern.OrValue([op.Add(var, eps), op.Add(eps, var)])
             root = pattern.OrValue([op.Sqrt(plus_eps), op.Pow(plus_eps, half)])
@@ -53,9 +53,10 @@ class StatsOutput(pattern.RewriteRuleClassBase):
                     "div_one": lambda: op.Div(one, root)}[self.inverse]()
         return op.Reshape(stat, pattern.ANY_VALUE, _outputs=["shaped"]) if self.reshaped else stat
 
-    def check(self, context, t, mean, eps=None, var=None, var_centre=None, p2=None, p2_mean=None, half=None,
-              minus_half=None, one=None, shaped=None, **_):
+    def check(self, context, t, mean=None, eps=None, var=None, var_centre=None, p2=None, p2_mean=None, half=None,
+              minus_half=None, one=None, shaped=None, num=None, **_):
         stat = shaped if shaped is not None else context.root.outputs[0]
+        mean = mean if mean is not None else _mean_in(num, t)
         if stat.dtype != ir.DataType.FLOAT:
             C.fail("the statistic is not float32, the type of LN's Mean and InvStdDev")
         C.check_exponents(p2, half, minus_half, one, p2_mean)
@@ -67,9 +68,19 @@ class StatsOutput(pattern.RewriteRuleClassBase):
             C.fail("the statistic is not of the shape of LN's Mean/InvStdDev")
         return True
 
-    def rewrite(self, op, t, mean, var=None, **_):
+    def rewrite(self, op, t, mean=None, var=None, num=None, **_):
+        mean = mean if mean is not None else _mean_in(num, t)
         axes = S.stats_axes(t, mean, var) if var is not None else S.mean_axes(mean, t)
         return _owner(t, axes).outputs[1 if self.which == "mean" else 2]
+
+
+def _mean_in(num, t):
+    """The mean in ``num = t - mean`` (or ``mean - t``): onnxscript binds a named value nested in
+    another named one only at the outer name."""
+    if num is None:
+        C.fail("no mean bound")
+    a, b = num.producer().inputs[:2]
+    return b if a is t else a
 
 
 def _owner(t, axes):
@@ -125,9 +136,9 @@ class StatsOutputs:
         self.notes = notes
         # the inverse std first: its variance pattern reads the mean, which the mean rule replaces;
         # the reshaped statistic before the bare one, so that the Reshape goes too
-        self.rule_sets = [
-            pattern.RewriteRuleSet([StatsOutput.rule("inv_std", r, v, i) for v in S.VARIANCES for i in INVERSES])
-            for r in (True, False)] + [pattern.RewriteRuleSet([StatsOutput.rule("mean", r)]) for r in (True, False)]
+        self.rule_sets = [_without_cleanup([StatsOutput.rule("inv_std", r, v, i)
+                                            for v in S.VARIANCES for i in INVERSES]) for r in (True, False)]
+        self.rule_sets += [_without_cleanup([StatsOutput.rule("mean", r)]) for r in (True, False)]
 
     def apply_to_model(self, model) -> int:
         widened = [_with_outputs(node, 3) for node in list(model.graph.all_nodes()) if _has_stats_beside(node)]
@@ -141,6 +152,14 @@ class StatsOutputs:
             if graph is not None:
                 graph.sort()  # a statistic used before the LN in the file's order now comes from it
         return count
+
+
+def _without_cleanup(rules) -> pattern.RewriteRuleSet:
+    """A rule set that does not run onnxscript's unused-node cleanup after it: that cleanup also
+    drops optional outputs nothing uses yet, the very ones the next rule set maps statistics to."""
+    rule_set = pattern.RewriteRuleSet(rules)
+    rule_set.remove_unused_nodes = False
+    return rule_set
 
 
 def _has_stats_beside(node) -> bool:
