@@ -15,8 +15,9 @@ After the random samples, one more feeds the last of them with its first row (al
 made constant and its second row zero: where a rewrite divides by a vanishing variance without the
 original's epsilon, that is where it shows.
 
-An element passes at ``|actual - expected| <= atol + rtol * |expected|`` (TOLERANCE per output dtype),
-so outputs in the hundreds are held to their own float precision, not to an absolute 1e-5.
+The comparison is :func:`lndeploy.parity.compare_arrays` under the parity table's "rewrite"
+tolerance of each output's dtype (fp32/fp64: abs 1e-5 or rel 1e-5; an element passes on either), so
+outputs in the hundreds are held to their own float precision, not to an absolute 1e-5.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ SAMPLES = 2
 # the constant row's value: its mean is exact in every float type (0.5 * n / n), so the exact LN of
 # that row, 0, is what both sides compute, rather than rounding noise divided by sqrt(eps)
 CONSTANT_ROW = 0.5
-# (atol, rtol) per output dtype. fp16/bf16 graphs compute the fused LN's statistics in fp32
-# (stash_type=1) where the primitive ops did not, so they legitimately move more (SPEC section 4)
-TOLERANCE = {"float32": (1e-5, 1e-5), "float64": (1e-5, 1e-5), "float16": (1e-2, 1e-2), "bfloat16": (1e-2, 1e-2)}
+# the float output dtypes gated (by lndeploy.parity's "rewrite" tolerances: fp16/bf16 graphs compute the
+# fused LN's statistics in fp32, stash_type=1, where the primitive ops did not, so they move more)
+GATED = ("float32", "float64", "float16", "bfloat16")
 
 
 def compare(before, after, open_session, *, seed: int = 0) -> dict:
-    """Raise ParityError if any output of ``after`` differs from ``before``'s beyond TOLERANCE."""
+    """Raise ParityError if any output of ``after`` differs from ``before``'s beyond its tolerance."""
     if after == before:  # nothing fused: the input goes back as it was, nothing to run (or to refuse)
         return {"passed": True, "backend": None, "provider": None, "unchanged": True,
-                "tolerance": _tolerance_dict(TOLERANCE), "samples": []}
+                "tolerance": _tolerance_dict(GATED), "samples": []}
     shapeless = [v.name for v in before.graph.input if not v.type.tensor_type.HasField("shape")]
     for rank in GUESSED_RANKS if shapeless else (None,):
         with contextlib.ExitStack() as stack:
@@ -59,7 +60,7 @@ def compare(before, after, open_session, *, seed: int = 0) -> dict:
                     raise BadInputError(f"cannot verify: the input model does not run on random inputs "
                                         f"({err}); rerun with --no-verify") from None
     return {"passed": True, "backend": getattr(fused, "backend", None), "provider": getattr(fused, "provider", None),
-            "tolerance": _tolerance_dict({k: TOLERANCE[k] for k in used}), "samples": samples}
+            "tolerance": _tolerance_dict(used), "samples": samples}
 
 
 @contextlib.contextmanager
@@ -141,7 +142,7 @@ def _sample(fused, feed: dict, expected: dict, sizes: dict, used: set) -> dict:
     max_abs, max_rel = {}, {}
     for name, want in expected.items():
         max_abs[name], max_rel[name] = _check(name, np.asarray(want), np.asarray(got[name]), sizes)
-        if _dtype_name(want) in TOLERANCE:
+        if _dtype_name(want) in GATED:
             used.add(_dtype_name(want))
     return {"sizes": sizes, "max_abs": max_abs, "max_rel": max_rel}
 
@@ -174,33 +175,30 @@ def _constant_and_zero_rows(feed: dict) -> dict | None:
 
 
 def _check(name: str, want: np.ndarray, have: np.ndarray, sizes: dict) -> tuple[float, float]:
+    from lndeploy import parity
+
     if have.shape != want.shape:
         raise ParityError(f"fuse changed the shape of output {name!r} from {want.shape} to {have.shape} "
                           f"at {_where(sizes)}; nothing written")
-    atol, rtol = TOLERANCE.get(_dtype_name(want), (0.0, 0.0))
-    # TODO: parity.compare_arrays(have, want, Tolerance(atol, rtol)) once lndeploy/parity.py is on main
-    max_abs, max_rel, over = _gate(want, have, atol, rtol)
-    if over:
-        raise ParityError(f"fuse changed output {name!r} by max abs {max_abs:.3g} (max rel {max_rel:.3g}) at "
-                          f"{_where(sizes)}: {over} elements beyond {_show_tolerance(atol, rtol)}; nothing written")
-    return max_abs, max_rel
+    tol = tolerance_for(_dtype_name(want))
+    stats = parity.compare_arrays(have, want, tol)
+    if not stats.passed:
+        raise ParityError(f"fuse changed output {name!r} by max abs {stats.max_abs:.3g} (max rel "
+                          f"{stats.max_rel:.3g}) at {_where(sizes)}: {stats.over_tolerance} of {stats.elements} "
+                          f"elements beyond {_show_tolerance(tol)}, the worst {stats.worst_actual!r} where the "
+                          f"input model gives {stats.worst_expected!r}; nothing written")
+    return stats.max_abs, stats.max_rel
 
 
-def _gate(want: np.ndarray, have: np.ndarray, atol: float, rtol: float) -> tuple[float, float, int]:
-    """(max abs difference, max relative difference, elements beyond ``atol + rtol * |want|``).
-    NaN or inf at the same element on both sides with the same value is equal; on one side only, not."""
-    if want.size == 0:
-        return 0.0, 0.0, 0
-    if not _is_float(want):
-        same = np.asarray(want == have)
-        return (0.0, 0.0, 0) if same.all() else (float("inf"), float("inf"), int((~same).sum()))
-    want64, have64 = want.astype(np.float64), have.astype(np.float64)
-    same = (np.isnan(want64) & np.isnan(have64)) | (np.isinf(want64) & (want64 == have64))
-    diff = np.where(same, 0.0, np.nan_to_num(np.abs(want64 - have64), nan=np.inf))
-    scale = np.where(same, 1.0, np.abs(want64))
-    over = int(np.sum(diff > atol + rtol * scale))
-    rel = diff / np.maximum(scale, np.finfo(np.float64).tiny)
-    return float(diff.max()), float(np.where(diff == 0, 0.0, rel).max()), over
+def tolerance_for(dtype_name: str):
+    """The parity table's "rewrite" tolerance for an output dtype (float64 gates as fp32); exact for
+    integers and booleans."""
+    from lndeploy import parity
+
+    try:
+        return parity.tolerance(parity.precision_of(dtype_name), "rewrite")
+    except ValueError:
+        return parity.Tolerance(0.0)
 
 
 def _is_float(array: np.ndarray) -> bool:
@@ -211,17 +209,24 @@ def _dtype_name(array) -> str:
     return np.asarray(array).dtype.name
 
 
-def _tolerance_dict(tolerances: dict) -> dict:
-    return {k: {"atol": a, "rtol": r} for k, (a, r) in sorted(tolerances.items())}
+def _tolerance_dict(dtype_names) -> dict:
+    out = {}
+    for name in sorted(dtype_names):
+        tol = tolerance_for(name)
+        out[name] = {"atol": tol.atol, "rtol": tol.rtol}
+    return out
 
 
-def _show_tolerance(atol: float, rtol: float) -> str:
-    return f"{atol:g} + {rtol:g} * |expected|"
+def _show_tolerance(tol) -> str:
+    return f"abs {tol.atol:g} or rel {tol.rtol:g}" if tol.rtol is not None else f"abs {tol.atol:g}"
 
 
 def describe_tolerance(tolerance: dict) -> str:
-    """'float32 1e-05 + 1e-05 * |expected|' for each dtype compared (for the report's lines)."""
-    return ", ".join(f"{k} {_show_tolerance(v['atol'], v['rtol'])}" for k, v in tolerance.items()) or "no float outputs"
+    """'float32 abs 1e-05 or rel 1e-05' for each dtype compared (for the report's lines)."""
+    from lndeploy import parity
+
+    return ", ".join(f"{k} {_show_tolerance(parity.Tolerance(v['atol'], v['rtol']))}"
+                     for k, v in tolerance.items()) or "no float outputs"
 
 
 def _first_line(err: Exception) -> str:
