@@ -57,6 +57,8 @@ class StatsOutput(pattern.RewriteRuleClassBase):
               minus_half=None, one=None, shaped=None, num=None, **_):
         stat = shaped if shaped is not None else context.root.outputs[0]
         mean = mean if mean is not None else _mean_in(num, t)
+        if not stat.uses() and not stat.is_graph_output():
+            C.fail("the statistic is no longer used (a reshaped form of it was mapped already)")
         if stat.dtype != ir.DataType.FLOAT:
             C.fail("the statistic is not float32, the type of LN's Mean and InvStdDev")
         C.check_exponents(p2, half, minus_half, one, p2_mean)
@@ -144,7 +146,9 @@ class StatsOutputs:
         widened = [_with_outputs(node, 3) for node in list(model.graph.all_nodes()) if _has_stats_beside(node)]
         if not widened:
             return 0
+        names = [v.name for v in model.graph.outputs]
         count = sum(rules.apply_to_model(model) for rules in self.rule_sets)
+        _keep_output_names(model.graph, names)
         for node in widened:
             if not any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
                 _with_outputs(node, 1)
@@ -152,6 +156,17 @@ class StatsOutputs:
             if graph is not None:
                 graph.sort()  # a statistic used before the LN in the file's order now comes from it
         return count
+
+
+def _keep_output_names(graph, names: list) -> None:
+    """Graph outputs keep their names (``Mean``, ``InvStdDev``): the rewriter's name fixing may hand
+    the name to the value it replaced, which is dead now; that one is renamed instead."""
+    values = {v.name: v for node in graph for v in node.outputs if v.name}
+    for value, name in zip(graph.outputs, names):
+        if value.name != name:
+            if name in values and values[name] is not value:
+                values[name].name = f"{name}_replaced"
+            value.name = name
 
 
 def _without_cleanup(rules) -> pattern.RewriteRuleSet:
