@@ -54,12 +54,13 @@ def compare(before, after, open_session, *, seed: int = 0) -> dict:
             reference = stack.enter_context(_opened(open_session, _ranked(before, shapeless, rank), "the input model"))
             try:
                 samples, used = _run_samples(before, reference, fused, seed, rank)
+                runs_on = getattr(fused, "backend", None), getattr(fused, "provider", None)  # while open
                 break
             except _DoesNotRun as err:
                 if rank == GUESSED_RANKS[-1] or not shapeless:
                     raise BadInputError(f"cannot verify: the input model does not run on random inputs "
                                         f"({err}); rerun with --no-verify") from None
-    return {"passed": True, "backend": getattr(fused, "backend", None), "provider": getattr(fused, "provider", None),
+    return {"passed": True, "backend": runs_on[0], "provider": runs_on[1],
             "tolerance": _tolerance_dict(used), "samples": samples}
 
 
