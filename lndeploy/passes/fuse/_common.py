@@ -22,9 +22,9 @@ FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFL
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")
 # (from, to) Casts that hold every value exactly: fp16/bf16 -> fp32/fp64, fp32 -> fp64
-WIDENING = frozenset({(ir.DataType.FLOAT16.value, ir.DataType.FLOAT.value), (ir.DataType.FLOAT16.value, ir.DataType.DOUBLE.value),
-                      (ir.DataType.BFLOAT16.value, ir.DataType.FLOAT.value), (ir.DataType.BFLOAT16.value, ir.DataType.DOUBLE.value),
-                      (ir.DataType.FLOAT.value, ir.DataType.DOUBLE.value)})
+_F16, _BF16, _F32, _F64 = (t.value for t in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.FLOAT,
+                                               ir.DataType.DOUBLE))
+WIDENING = frozenset({(_F16, _F32), (_F16, _F64), (_BF16, _F32), (_BF16, _F64), (_F32, _F64)})
 # the most an epsilon may move when written as the float32 ``epsilon`` attribute
 EPS_RTOL = 1e-3
 

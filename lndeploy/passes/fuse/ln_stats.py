@@ -147,7 +147,10 @@ class StatsOutputs:
         if not widened:
             return 0
         names = [v.name for v in model.graph.outputs]
-        count = sum(rules.apply_to_model(model) for rules in self.rule_sets)
+        count = 0
+        for rules in self.rule_sets:
+            count += rules.apply_to_model(model)
+            _drop_dead_nodes(model)  # what a mapped statistic leaves must not be matched by the next set
         _keep_output_names(model.graph, names)
         for node in widened:
             if not any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
@@ -156,6 +159,16 @@ class StatsOutputs:
             if graph is not None:
                 graph.sort()  # a statistic used before the LN in the file's order now comes from it
         return count
+
+
+def _drop_dead_nodes(model) -> None:
+    """Remove nodes none of whose outputs is used, leaving every output of the nodes that stay."""
+    for graph in {node.graph for node in model.graph.all_nodes()} | {model.graph}:
+        if graph is None:
+            continue
+        for node in reversed(list(graph)):
+            if not any(out.uses() or out.is_graph_output() for out in node.outputs):
+                graph.remove(node, safe=True)
 
 
 def _keep_output_names(graph, names: list) -> None:

@@ -27,7 +27,7 @@ def build(eps=None, exponent=None, axes=None, x_type=TensorProto.FLOAT, eps_valu
 
 
 def constant_node(g, value, dtype):
-    return g.op("Constant", value=helper.make_tensor(g._name("k"), dtype, [], [value]))
+    return g.op("Constant", value=helper.make_tensor("k", dtype, [], [value]))
 
 
 FOLDABLE = {
