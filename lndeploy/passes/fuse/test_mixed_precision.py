@@ -39,6 +39,7 @@ def reference(x, width=16):
 
 @pytest.mark.parametrize("variant", [{}, {"eps_first": True}, {"identity": True}])
 def test_fp32_input_with_double_statistics_becomes_one_layer_norm(variant):
+    """Opset 18: the ReduceMean axes are an input (a constant one) in every variant."""
     model, _, _ = mixed_layer_norm(TensorProto.FLOAT, TensorProto.DOUBLE, **variant)
     result = fuse(model)
     assert T.ops(result.model) == {"LayerNormalization": 1}, T.ops(result.model)
