@@ -7,7 +7,8 @@ import pytest
 from onnx import helper
 
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 from tests.passes.onnx_node_cases import layer_norm_cases
 
 CASES, WHY_NONE = layer_norm_cases()

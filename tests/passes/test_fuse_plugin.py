@@ -8,7 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lndeploy import plugin_spec
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 from tests.conftest import zoo_model
 from tests.passes.conftest import example_feed
