@@ -34,9 +34,7 @@ RANKS = [  # (module or package prefix, rank); the longest matching prefix wins
 BELOW_BACKENDS = ("lndeploy.exporter", "lndeploy.passes", "lndeploy.plugins")
 # Edges against the rules still there when this test was written: (importer, imported prefix) -> why.
 # Each is left out of the rule tests and has a strict xfail below, which fails once the edge is gone.
-PIPELINE = "the lead's pipeline change removes it"
 KNOWN = {
-    ("lndeploy.passes.fuse._verify", "lndeploy.backends"): PIPELINE,
     ("lndeploy.exporter", "lndeploy.passes"): "exporter.export composes the passes (plugin rewrite, precision "
                                               "plan); moving that composition into lndeploy.pipeline removes it",
     ("lndeploy.checker.compare", "lndeploy.checker"): "a circle: checker/__init__ imports compare and compare "
