@@ -94,9 +94,11 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
         raise BadInputError(f"atol must be >= 0, got {atol}")
     if rtol is not None and not rtol >= 0:
         raise BadInputError(f"rtol must be >= 0, got {rtol}")
-    if report is not None and not Path(report).resolve().parent.is_dir():
-        # before minutes of export and inference, not after
-        raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
+    if report is not None:  # before minutes of export and inference, not after
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"--report": report}, {"MODEL": model_file(model), "--onnx": onnx, "--engine": engine,
+                                               "the engine's sidecar": f"{engine}.json" if engine else None})
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     artifact = onnx or engine
     if artifact is not None:

@@ -40,6 +40,10 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         raise BadInputError(f"--ln must be one of {LN_MODES}, got {ln!r}")
     if precision not in PRECISIONS:
         raise BadInputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    if output is not None:  # before the export: a clash with the model file or an unwritable folder
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"-o": output}, {"MODEL": model_file(model)})
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
     result = ExportResult(onnx_model, None, ln, precision, opset)

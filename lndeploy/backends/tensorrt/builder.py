@@ -53,10 +53,11 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
     ``timing_cache``: a file full TensorRT reads and updates. ``progress``: show build progress on stderr.
     """
     onnx_path, output = Path(onnx_path), Path(output)
-    if output.resolve() == onnx_path.resolve():
-        raise BadInputError(f"the engine would overwrite its ONNX input {onnx_path}")
-    if not output.resolve().parent.is_dir():  # fail before a long build, not after it
-        raise BadInputError(f"output folder does not exist: {output.parent}")
+    from lndeploy.outpaths import model_file, prepare_outputs
+
+    # fail before a long build, not after it; the timing cache is read and rewritten on purpose
+    prepare_outputs({"-o": output, "the sidecar": sidecar.sidecar_path(output), "--timing-cache": timing_cache},
+                    {"IN.onnx": onnx_path, "--model": model_file(model)})
     if arch and runtime == "tensorrt":
         raise BadInputError("--arch applies to TensorRT-RTX; full TensorRT builds for the GPU it runs on")
     rt = load(runtime)
