@@ -94,6 +94,10 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
         raise BadInputError(f"atol must be >= 0, got {atol}")
     if rtol is not None and not rtol >= 0:
         raise BadInputError(f"rtol must be >= 0, got {rtol}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise BadInputError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise BadInputError(f"samples must be a positive integer, got {samples!r}")
     if report is not None:  # before minutes of export and inference, not after
         from lndeploy.outpaths import model_file, prepare_outputs
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lndeploy.cli.options import debug_flag
+from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debug_flag
 
 
 @click.command("check")
@@ -15,16 +15,18 @@ from lndeploy.cli.options import debug_flag
 @click.option("--engine", type=click.Path(dir_okay=False), help="A TensorRT engine to check.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "onnx-reference", "tensorrt"]),
               help="What runs the artifact [default: onnxruntime for ONNX, tensorrt for engines].")
-@click.option("--atol", type=click.FloatRange(min=0), help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Also pass elements within this relative error (not gated by default).")
-@click.option("--samples", type=click.IntRange(min=1), help="Input sets to run [default: one per size combination].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--atol", type=FINITE_NONNEGATIVE, help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
+@click.option("--rtol", type=FINITE_NONNEGATIVE, help="Also pass elements within this relative error (not gated by default).")
+@click.option("--samples", type=click.IntRange(min=1, max=MAX_SAMPLES),
+              help=f"Input sets to run, at most {MAX_SAMPLES} [default: one per size combination].")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
+              help="Seed of the generated inputs (0 to 2**32-1).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--ln", type=click.Choice(["native", "plugin"]),
               help="When exporting: LN as native node or plugin node [default: native; with an artifact: its own].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="When exporting: the precision plan [default: fp32; with an artifact: its own]. Sets the default atol.")
-@click.option("--opset", type=int, help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--opset", type=click.IntRange(min=1), help="When exporting: the ONNX opset (>= 17) [default: 18].")
 @click.pass_context
 def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
