@@ -40,34 +40,51 @@ class Session:
     ``backend``: ``onnxruntime`` (default for .onnx), ``onnx-reference`` (ONNX's reference evaluator:
     slow, exact dtype semantics) or ``tensorrt`` (default for .engine). ``provider`` tells what ran.
     ONNX Runtime sessions are the ones ``lndeploy bench`` times (``providers``, ``threads`` and
-    ``disabled_optimizers`` may be given as keywords)."""
+    ``disabled_optimizers`` may be given as keywords). A context manager: ``with Session(p) as s:``
+    closes it on leaving. The backend's runner (``lndeploy.backends.base.Runner``) is ``runner``."""
 
     def __init__(self, artifact, backend: str | None = None, **options):
-        self._impl = _open(artifact, backend, **options)
-        self.backend = self._impl.backend
+        self.runner = _open(artifact, backend, **options)
+        self.backend = self.runner.backend
 
     @property
     def provider(self) -> str:
-        return self._impl.provider
+        return self.runner.provider
 
     @property
     def inputs(self):
-        return self._impl.inputs
+        return self.runner.inputs
 
     @property
     def outputs(self):
-        return self._impl.outputs
+        return self.runner.outputs
 
     @property
     def input_names(self) -> list[str]:
-        return [m.name for m in self._impl.inputs]
+        return self.runner.input_names
 
     @property
     def output_names(self) -> list[str]:
-        return [m.name for m in self._impl.outputs]
+        return self.runner.output_names
 
     def run(self, inputs) -> dict:
         """``inputs``: name -> array, or a sequence in input order (numpy arrays or torch tensors)."""
         if inputs is None:
             raise BadInputError("no inputs given")
-        return self._impl.run(inputs)
+        return self.runner.run(inputs)
+
+    def bind(self, feed: dict):
+        """A zero-argument call running ``feed`` on buffers prepared once (what bench times)."""
+        return self.runner.bind(feed)
+
+    def info(self) -> dict:
+        return self.runner.info()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -15,6 +15,7 @@ import re
 
 from lndeploy import plugin_spec
 from lndeploy.backends import TensorMeta, normalize_feed
+from lndeploy.backends.base import Runner
 from lndeploy.errors import BadInputError, UnavailableError
 
 _ORT_TYPES = {
@@ -148,51 +149,80 @@ def _crashing_optimizers(model) -> list[str]:
     return []
 
 
-class OrtSession:
+class OrtSession(Runner):
     """``run(inputs) -> {name: array}`` over one ``onnxruntime.InferenceSession``."""
 
     backend = "onnxruntime"
 
     def __init__(self, model, providers=None, threads: int | None = None, disabled_optimizers=None,
                  optimize: bool = True):
-        self.session = make_inference_session(model, providers, threads, disabled_optimizers, optimize)
+        self._session = make_inference_session(model, providers, threads, disabled_optimizers, optimize)
         self.disabled_optimizers = tuple(disabled_optimizers or ())
-        self.inputs = [_meta(i) for i in self.session.get_inputs()]
-        self.outputs = [_meta(o) for o in self.session.get_outputs()]
+        self.inputs = [_meta(i) for i in self._session.get_inputs()]
+        self.outputs = [_meta(o) for o in self._session.get_outputs()]
         # bf16 tensors cannot cross ORT's numpy bridge: such a session runs on OrtValues
         self.needs_ort_values = any(m.dtype is not None and m.dtype.name == "bfloat16"
                                     for m in self.inputs + self.outputs)
 
     @property
     def provider(self) -> str:
-        return self.session.get_providers()[0]
+        return self._session.get_providers()[0]
 
-    def run(self, inputs) -> dict:
+    def run_impl(self, inputs) -> dict:
         import numpy as np
 
         feed = normalize_feed(inputs, self.inputs)
-        names = [o.name for o in self.outputs]
         try:
-            if self.needs_ort_values:
-                return dict(zip(names, _run_ort_values(self.session, names, feed)))
-            values = self.session.run(names, feed)
+            values = self._call(feed, quiet=True)()
         except Exception as err:
             text = str(err).strip().splitlines()[0]
             raise BadInputError(f"ONNX Runtime failed to run the model: {text}") from err
-        return {n: np.asarray(v) for n, v in zip(names, values)}
+        if self.needs_ort_values:
+            values = values[1]
+        return {n: np.asarray(v) for n, v in zip(self.output_names, values)}
+
+    def bind(self, feed: dict):
+        """ONNX Runtime's own call on buffers made once (bf16: OrtValues made once), nothing else: what
+        bench times."""
+        prepared = normalize_feed({m.name: feed[m.name] for m in self.inputs}, self.inputs)
+        return self._call(prepared, quiet=False)
+
+    def _call(self, feed: dict, quiet: bool):
+        import onnxruntime as ort
+
+        names, session = self.output_names, self._session
+        options = None
+        if quiet:  # a failure is raised as one line; ORT's own log would repeat it on stderr
+            options = ort.RunOptions()
+            options.log_severity_level = 4
+        if self.needs_ort_values:
+            values = ort_values(feed)
+            # feed: keeps the numpy memory the OrtValues share alive for as long as the call exists
+            return lambda: (feed, _ort_values_to_numpy(session.run_with_ort_values(names, values, options)))
+        return lambda: session.run(names, feed, options)
+
+    def info(self) -> dict:
+        options = self._session.get_session_options()
+        return {"threads": options.intra_op_num_threads, "inter_op_threads": options.inter_op_num_threads,
+                "graph_optimization_level": str(options.graph_optimization_level).split(".")[-1],
+                "disabled_optimizers": list(self.disabled_optimizers)}
+
+    def release(self) -> None:
+        self._session = None
 
 
-def _run_ort_values(session, names: list, feed: dict) -> list:
-    """Run with bf16 tensors, which ORT's numpy bridge refuses both ways ("Numpy_type 256 can't be
-    converted", "No corresponding Numpy type"): bf16 goes in as its 16-bit pattern tagged BFLOAT16
-    and comes out copied from the output's CPU buffer (ml_dtypes' bfloat16 has the same layout)."""
+def _ort_values_to_numpy(results) -> list:
+    """Outputs of a run with bf16 tensors, which ORT's numpy bridge refuses both ways ("Numpy_type 256
+    can't be converted", "No corresponding Numpy type"): bf16 goes in as its 16-bit pattern tagged
+    BFLOAT16 (``ort_values``) and comes out copied from the output's CPU buffer (ml_dtypes' bfloat16
+    has the same layout)."""
     import ctypes
 
     import ml_dtypes
     import numpy as np
 
     out = []
-    for value in session.run_with_ort_values(names, ort_values(feed)):
+    for value in results:
         if value.data_type() != "tensor(bfloat16)":
             out.append(value.numpy())
             continue

@@ -29,10 +29,11 @@ import os
 
 from lndeploy import plugin_spec
 from lndeploy.backends import TensorMeta, normalize_feed
+from lndeploy.backends.base import Runner
 from lndeploy.errors import BadInputError
 
 
-class ReferenceSession:
+class ReferenceSession(Runner):
     """``run(inputs) -> {name: array}`` over ``onnx.reference.ReferenceEvaluator``."""
 
     backend = "onnx-reference"
@@ -53,11 +54,11 @@ class ReferenceSession:
         self.inputs = [_meta(v) for v in graph_inputs(model)]
         self.outputs = [_meta(v) for v in model.graph.output]
 
-    def run(self, inputs) -> dict:
+    def run_impl(self, inputs) -> dict:
         import numpy as np
 
         feed = normalize_feed(inputs, self.inputs)
-        names = [m.name for m in self.outputs]
+        names = self.output_names
         try:
             values = self.evaluator.run(names, feed)
         except Exception as err:
@@ -66,6 +67,9 @@ class ReferenceSession:
         # Polygraphy's comparator cannot .view(); ascontiguousarray makes a 0-d array 1-d, so the
         # shape is put back (a scalar output, e.g. a loss, must stay shape ())
         return {name: np.ascontiguousarray(value).reshape(np.shape(value)) for name, value in zip(names, values)}
+
+    def release(self) -> None:
+        self.evaluator = None
 
 
 def _gather_elements_op():

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from lndeploy.backends import normalize_feed
 
 BACKENDS = ("pytorch", "onnxruntime", "onnxruntime-fused", "onnxruntime-plugin", "tensorrt")
 
@@ -98,32 +95,23 @@ class OrtRunner(Runner):
 
         disabled = ort_optimized.disabled_optimizers() if tuned else ()
         self.session = OrtSession(model, threads=threads, disabled_optimizers=disabled)
-        options = self.session.session.get_session_options()
-        super().__init__(name, self.session.provider, {
-            "threads": options.intra_op_num_threads, "inter_op_threads": options.inter_op_num_threads,
-            "graph_optimization_level": str(options.graph_optimization_level).split(".")[-1],
-            "disabled_optimizers": list(disabled), **(info or {})})
-        self.input_names = [m.name for m in self.session.inputs]
-        self.output_names = [m.name for m in self.session.outputs]
+        super().__init__(name, self.session.provider, {**self.session.info(), **(info or {})})
+        self.input_names = self.session.input_names
+        self.output_names = self.session.output_names
 
     def _feed(self, feed: dict) -> dict:
         # the exporter drops inputs the graph does not use; ORT refuses unknown names
         return {name: feed[name] for name in self.input_names}
 
     def bind(self, feed: dict):
-        names, inputs = self.output_names, self._feed(feed)
-        if self.session.needs_ort_values:  # bf16: ORT's numpy bridge refuses it; OrtValues made once
-            from lndeploy.backends.onnxruntime import ort_values
-
-            arrays = normalize_feed(inputs, self.session.inputs)
-            run_values, values = self.session.session.run_with_ort_values, ort_values(arrays)
-            return lambda: (arrays, run_values(names, values))  # arrays: keeps the shared memory alive
-        run = self.session.session.run
-        return lambda: run(names, inputs)
+        return self.session.bind(self._feed(feed))
 
     def outputs(self, feed: dict) -> list:
         result = self.session.run(self._feed(feed))
         return [result[name] for name in self.output_names]
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class TrtRunner(Runner):
@@ -171,11 +159,7 @@ class TrtRunner(Runner):
                 for m in session.inputs]
 
     def bind(self, feed: dict):
-        from lndeploy.backends import normalize_feed
-
-        session = self._session(feed)
-        prepared = normalize_feed({m.name: feed[m.name] for m in session.inputs}, session.inputs)
-        return lambda: session.run(prepared)
+        return self._session(feed).bind(feed)
 
     def outputs(self, feed: dict) -> list:
         session = self._session(feed)
@@ -203,14 +187,17 @@ def tensorrt_unavailable() -> str | None:
 
 
 def max_abs_difference(reference: list, got: list) -> float | None:
-    """Worst |got - reference| over all outputs, in fp64; None if the output counts differ."""
+    """Worst max abs error over all outputs (``lndeploy.parity``'s statistics: NaN where one side has
+    NaN/inf the other does not, inf where a shape differs); None if the output counts differ."""
+    from lndeploy import parity
+
     if len(reference) != len(got):
         return None
     worst = 0.0
     for ref, out in zip(reference, got):
-        ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
-        if ref.shape != out.shape:
+        stats = parity.compare_arrays(out, ref, parity.tolerance("fp32"))
+        if stats.error and "shape" in stats.error:
             return float("inf")
-        if ref.size:
-            worst = max(worst, float(np.max(np.abs(ref - out))))
+        if not stats.max_abs <= worst:  # NaN wins: it is the worst
+            worst = stats.max_abs
     return worst

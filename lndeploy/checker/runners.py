@@ -105,8 +105,7 @@ def artifact_runner(session, open_session, backend: str, names: dict | None = No
     ``TrtRunner`` (``session``, an lndeploy ``TrtSession``, has already checked the sidecar, the GPU
     and registered the plugin). Polygraphy's runner imports ``tensorrt`` only, so TensorRT-RTX
     engines, ONNX Runtime and the reference evaluator run through ``lndeploy.Session``."""
-    runtime = getattr(session._impl, "runtime", None)
-    if backend == "tensorrt" and runtime is not None and not runtime.is_rtx:
+    if backend == "tensorrt" and not session.runner.is_rtx:
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
         from lndeploy.errors import BadInputError
@@ -115,5 +114,5 @@ def artifact_runner(session, open_session, backend: str, names: dict | None = No
             raise BadInputError(f"the engine's inputs {sorted(names.values())} are not named like the model's "
                                 f"{sorted(names)}: rebuild it from an ONNX file with the model's input names")
 
-        return TrtRunner(EngineFromBytes(session._impl.path.read_bytes()), name="tensorrt")
+        return TrtRunner(EngineFromBytes(session.runner.path.read_bytes()), name="tensorrt")
     return SessionRunner(open_session, name=backend, names=names)

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from lndeploy.backends import TensorMeta, normalize_feed
+from lndeploy.backends.base import Runner
 from lndeploy.backends.tensorrt import sidecar
 from lndeploy.backends.tensorrt.network import make_logger
 from lndeploy.backends.tensorrt.runtime import load, require_gpu
 from lndeploy.errors import BadInputError
 
 
-class TrtSession:
+class TrtSession(Runner):
     """``run(inputs) -> {name: numpy array}`` over one deserialized engine and execution context."""
 
     backend = "tensorrt"
@@ -71,7 +72,7 @@ class TrtSession:
             (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(meta)
         return inputs, outputs
 
-    def run(self, inputs) -> dict:
+    def run_impl(self, inputs) -> dict:
         import torch
 
         feed = normalize_feed(inputs, self.inputs)
@@ -102,6 +103,13 @@ class TrtSession:
                                 f"{errors[-1] if errors else 'enqueue failed'}")
         stream.synchronize()
         return {name: _to_numpy(t) for name, t in results.items()}
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.runtime.is_rtx
+
+    def release(self) -> None:
+        self.context = self.engine = None
 
     def _check_profile(self, name: str, shape: tuple) -> None:
         low, _opt, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
