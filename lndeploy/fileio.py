@@ -35,12 +35,12 @@ def check_writable(target: str | os.PathLike, what: str | None = None) -> Path:
     said = f"{what}: " if what else ""
     if not folder.is_dir():
         raise BadInputError(f"{said}output folder does not exist: {folder}")
-    if target.is_dir():
-        raise BadInputError(f"{said}output {target} is a folder, not a file")
     size = len(os.fsencode(target.name))
-    if size > _NAME_MAX:
+    if size > _NAME_MAX:  # before any call that stats it: those raise ENAMETOOLONG
         raise BadInputError(f"{said}output file name is {size} bytes, over the file system's limit of "
                             f"{_NAME_MAX}: {target.name[:40]}...")
+    if target.is_dir():
+        raise BadInputError(f"{said}output {target} is a folder, not a file")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BadInputError(f"{said}cannot write {target}: folder {folder} is not writable")
     return target
