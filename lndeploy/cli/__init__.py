@@ -81,8 +81,9 @@ def cli(ctx, debug):
 
 def main(argv=None):
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    previous = _on_sigterm_raise()
-    try:
+    previous = None
+    try:  # from the first statement on, so that a Ctrl-C anywhere in here is 130
+        previous = _on_sigterm_raise()
         cli.main(args=argv, prog_name="lndeploy", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
