@@ -1,21 +1,24 @@
 # The README's first two commands: `make demo` (export + parity-check a zoo model) and `make test`.
-# Both create .venv on first use. TORCH_SPEC pins the CPU build that lies on this project's machines;
-# a GPU user keeps their own CUDA torch with `make demo TORCH_SPEC= VENV=$VIRTUAL_ENV` (their venv, which has it).
+# Both create .venv on first use. TORCH_SPEC pins the CPU build that lies on this project's machines
+# (pip finds the CPU wheel there first; elsewhere torch==2.13.0 from PyPI is the CUDA build): give
+# TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) or a wheel path as TORCH_SPEC to choose (README).
+# A GPU user keeps their own CUDA torch with `make demo TORCH_SPEC= VENV=$VIRTUAL_ENV` (their venv, which has it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.lndeploy-installed
 DEMO_MODEL ?= transformer
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-quick setup clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
+	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)") "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
@@ -27,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the suite without the tests marked slow (each over a few seconds); `make test` runs them all
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

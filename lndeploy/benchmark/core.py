@@ -177,7 +177,8 @@ def _run_plan(tgt, active: list, plan: list, budget: float, max_runs, progress) 
         results.append({"batch": batch, "sizes": sizes,
                         "shapes": {k: list(v.shape) for k, v in feed.items()},
                         "samples": samples, "max_abs_vs_pytorch": accuracy,
-                        "other_processes_cpu": machine.other_processes_share(cpu_start, machine.cpu_snapshot())})
+                        "other_processes_cpu": machine.other_processes_share(cpu_start, cpu_end := machine.cpu_snapshot()),
+                        "steal_cpu": machine.steal_share(cpu_start, cpu_end)})
         if progress:
             progress(budget * (index + 1), total)
     return results

@@ -56,10 +56,13 @@ def _backends(items) -> list | None:
               help="Create ONNX Runtime sessions with ORT's default options (by default lndeploy turns off "
                    "SkipLayerNormFusion on CPU, measured slower; see docs/bench.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every figure to this file.")
+@click.option("--strict", is_flag=True,
+              help="Exit 3 when the timings are unreliable (rounds disagree, a busy machine): for CI gates "
+                   "on speed. The table and --json are written first.")
 @click.option("--compare", nargs=2, type=click.Path(dir_okay=False), metavar="A.json B.json",
               help="Print B's speed-up over A for every (batch, backend) both reports have; runs nothing.")
 def command(target, backends, batch, threads, budget, max_runs, dims, malloc_defaults, ort_defaults, json_path,
-            compare):
+            strict, compare):
     """Latency and throughput of TARGET per backend, PyTorch eager as the baseline.
 
     TARGET is a model file (exported here, in this process, LN native and plugin), an .onnx file
@@ -99,6 +102,11 @@ def command(target, backends, batch, threads, budget, max_runs, dims, malloc_def
     click.echo(result.table())
     if json_path:
         click.echo(f"wrote {json_path}")
+    if strict and not result.reliable:
+        from lndeploy.errors import UnavailableError
+
+        raise UnavailableError("--strict: the timings are unreliable on this machine now: "
+                               + "; ".join(result.data["reliability"]["reasons"]))
 
 
 class _ProgressBar:
