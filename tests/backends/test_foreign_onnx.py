@@ -14,14 +14,12 @@ from lndeploy.errors import BadInputError
 from tests.backends import foreign_models as fm
 from tests.passes.onnx_node_cases import layer_norm_cases
 
-CASES, WHY_NONE = layer_norm_cases()
+CASES = layer_norm_cases()
 
 
 @pytest.fixture(scope="module")
 def case_files(tmp_path_factory):
     """Each ONNX test model as a file, as the data folder of an onnx wheel holds them."""
-    if not CASES:
-        pytest.skip(WHY_NONE)
     import onnx
 
     folder = tmp_path_factory.mktemp("onnx-ln-cases")
@@ -139,7 +137,7 @@ def test_inputs_that_are_not_real_numbers_are_refused(shared_dims, value, patter
 
 
 def test_torch_inputs_of_any_float_type(shared_dims):
-    torch = pytest.importorskip("torch")
+    import torch
     a = torch.randn(2, 2, 16)
     want = shared_dims.run({"a": a, "b_in": a.double()})["y"]  # float64 is converted
     got = shared_dims.run([a.bfloat16(), a.bfloat16()])["y"]  # bf16 cannot go through tensor.numpy()
