@@ -115,7 +115,7 @@ def test_fp16_plan_keeps_layernorm_in_fp32(workdir, name):
     heavy = [l for l in layers if l.type in ("MATRIX_MULTIPLY", "CONVOLUTION")]
     assert heavy and all(l.output_types[0] == "float16" for l in heavy), "the plan must really be fp16"
     assert result.precision["label"] == "fp16"
-    assert all(ln["input_type"] == "float32" for ln in result.precision["layernorm"])
+    assert result.precision["layernorm"] and all(ln["input_type"] == "float32" for ln in result.precision["layernorm"])
 
 
 def test_fp16_plan_with_plugin_keeps_plugin_in_fp32(workdir):
@@ -128,7 +128,7 @@ def test_fp16_plan_with_plugin_keeps_plugin_in_fp32(workdir):
     result = build_engine(path, workdir / "t16p.engine", runtime="tensorrt-rtx", arch=ARCH, progress=False)
     ln = result.precision["layernorm"]
     assert len(ln) == 3 and {l["type"] for l in ln} == {"PLUGIN_V3"}
-    assert all(l["input_type"] == l["output_type"] == "float32" for l in ln)
+    assert ln and all(l["input_type"] == l["output_type"] == "float32" for l in ln)
 
 
 @pytest.mark.parametrize("name", RECURRENT)

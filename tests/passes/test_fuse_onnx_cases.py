@@ -19,7 +19,7 @@ ATOL = 1e-5
 def assert_reproduces(case, model) -> float:
     got = OrtSession(model).run(case.feed())
     errors = [float(np.max(np.abs(got[v.name].astype(np.float64) - want)))
-              for v, want in zip(case.model.graph.output, case.outputs)]
+              for v, want in zip(case.model.graph.output, case.outputs, strict=True)]
     assert max(errors) <= ATOL, (case.name, errors)
     return max(errors)
 
