@@ -22,12 +22,12 @@ def debug_flag(ctx: click.Context) -> bool:
 
 
 class FiniteFloat(click.ParamType):
-    """A float within [low, high], never NaN or infinite (click's FloatRange lets NaN through)."""
+    """A finite float above ``low`` (click's FloatRange lets NaN and inf through)."""
 
     name = "float"
 
-    def __init__(self, low: float = -math.inf, high: float = math.inf, low_open: bool = False):
-        self.low, self.high, self.low_open = low, high, low_open
+    def __init__(self, low: float, low_open: bool = False):
+        self.low, self.low_open = low, low_open
 
     def convert(self, value, param, ctx):
         try:
@@ -37,10 +37,8 @@ class FiniteFloat(click.ParamType):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         below = number <= self.low if self.low_open else number < self.low
-        if below or number > self.high:
-            side = ">" if self.low_open else ">="
-            self.fail(f"{value} is not {side} {self.low:g}" + (f" and <= {self.high:g}" if self.high < math.inf else ""),
-                      param, ctx)
+        if below:  # worded as click's FloatRange words it
+            self.fail(f"{number} is not in the range x{'>' if self.low_open else '>='}{self.low:g}.", param, ctx)
         return number
 
 
