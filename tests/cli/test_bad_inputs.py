@@ -75,6 +75,17 @@ def test_model_exit_or_base_exception_is_exit_2(run_cli, tmp_path, ln_onnx, wher
         lndeploy.check(str(model), onnx=ln_onnx[1], samples=8)
 
 
+def test_model_exit_0_under_check_is_exit_2_with_a_report_that_says_why(run_cli, tmp_path):
+    import json
+
+    model = _model(tmp_path, _fault_model("forward6", "sys.exit(0)"))
+    report = tmp_path / "r.json"
+    assert_one_line_error(run_cli("check", model, "--samples", "8", "--report", report), r"sys\.exit\(0\)")
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["exit_code"] == 2
+    assert "m.py: forward() called sys.exit(0)" in data["error"]
+
+
 def test_model_exit_under_export_is_exit_2(run_cli, tmp_path):
     model = _model(tmp_path, _fault_model("forward", "sys.exit(0)"))
     assert_one_line_error(run_cli("export", model, "-o", tmp_path / "o.onnx"), r"m\.py: forward\(\) called sys\.exit")
