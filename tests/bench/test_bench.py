@@ -165,8 +165,8 @@ def test_cli_prints_table_writes_json_and_compares(run_cli, tmp_path, fnn_report
 
 @pytest.mark.parametrize("args, code, text", [
     (("bench",), 2, "give a TARGET"),
-    (("bench", "models/fnn.py", "--batch", "1,x"), 2, "--batch"),
-    (("bench", "models/fnn.py", "--dim", "seq"), 2, "NAME=SIZE"),
+    (("bench", zoo_model("fnn"), "--batch", "1,x"), 2, "--batch"),
+    (("bench", zoo_model("fnn"), "--dim", "seq"), 2, "NAME=SIZE"),
     (("bench", "--compare", "missing-a.json", "missing-b.json"), 2, "not found"),
 ])
 def test_cli_usage_errors(run_cli, args, code, text):
