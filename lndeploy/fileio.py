@@ -147,7 +147,8 @@ def _signals_deferred():
 _WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
         errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
         errno.EPERM: "permission denied", errno.EISDIR: "a folder is in the way",
-        errno.ENAMETOOLONG: "the file name is too long", errno.ENOTDIR: "a file is in the path where a folder should be"}
+        errno.ENAMETOOLONG: "the file name is too long",
+        errno.ENOTDIR: "a file is in the path where a folder should be"}
 
 
 def _write_error(err: OSError, target: Path) -> BadInputError:

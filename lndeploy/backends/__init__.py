@@ -109,7 +109,8 @@ def _to_numpy(value, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # a ragged nested list, an object numpy cannot hold
-        raise BadInputError(f"input {name!r} is not a rectangular numeric array: {str(err).splitlines()[0][:150]}") from None
+        why = str(err).splitlines()[0][:150]
+        raise BadInputError(f"input {name!r} is not a rectangular numeric array: {why}") from None
     if array.dtype.kind not in "biufc" and not _is_bf16(array.dtype):  # str, None, objects
         raise BadInputError(f"input {name!r} is a {type(value).__name__} ({array.dtype}), not a numeric array: "
                             f"give a numpy array or a torch tensor")

@@ -10,7 +10,6 @@ backend's median latency, both from this run and this batch size.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 
@@ -174,10 +173,11 @@ def _run_plan(tgt, active: list, plan: list, budget: float, max_runs, progress) 
         fns, accuracy = _bind_all(active, feed)
         cpu_start = machine.cpu_snapshot()
         samples = timing.run_rounds(fns, budget, max_runs, _progress_in(progress, index * budget, budget, total))
+        cpu_end = machine.cpu_snapshot()
         results.append({"batch": batch, "sizes": sizes,
                         "shapes": {k: list(v.shape) for k, v in feed.items()},
                         "samples": samples, "max_abs_vs_pytorch": accuracy,
-                        "other_processes_cpu": machine.other_processes_share(cpu_start, cpu_end := machine.cpu_snapshot()),
+                        "other_processes_cpu": machine.other_processes_share(cpu_start, cpu_end),
                         "steal_cpu": machine.steal_share(cpu_start, cpu_end)})
         if progress:
             progress(budget * (index + 1), total)

@@ -13,7 +13,8 @@ ln_option = click.option("--ln", "ln", type=click.Choice(["native", "plugin"]), 
                          show_default=True, help="LayerNorm as one LayerNormalization node, or one plugin node.")
 precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
                                  show_default=True, help="Precision of the exported graph (LN statistics stay fp32).")
-opset_option = click.option("--opset", type=click.IntRange(min=1), default=18, show_default=True, help="ONNX opset (>= 17).")
+opset_option = click.option("--opset", type=click.IntRange(min=1), default=18, show_default=True,
+                            help="ONNX opset (>= 17).")
 
 
 def debug_flag(ctx: click.Context) -> bool:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
+import tensorrt_rtx  # noqa: F401 - the dev extra installs it: a broken install fails here, not as skips
 
 from tests.backends import foreign_models as fm
 from tests.passes.onnx_node_cases import layer_norm_cases
-
-import tensorrt_rtx  # noqa: E402,F401 - the dev extra installs it: a broken install fails here, not 40 skips
 
 RTX = ("--runtime", "tensorrt-rtx", "--arch", "sm86", "--no-progress")
 

@@ -14,12 +14,11 @@ import json
 from pathlib import Path
 
 import pytest
+import tensorrt_rtx  # noqa: F401 - the dev extra installs it: a broken install fails here, not as skips
 
 from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
 from tests.conftest import ZOO, zoo_model
-
-import tensorrt_rtx as trt  # noqa: E402 - the dev extra installs it; it builds without a GPU
 
 ARCH = "sm86"
 RECURRENT = ("rnn", "lstm", "gru")

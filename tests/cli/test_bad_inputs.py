@@ -165,7 +165,8 @@ def test_fuse_in_place_stays_allowed(run_cli, tmp_path, ln_onnx):
     ("import torch\ndef build(): return torch.nn.LayerNorm(8)\n"
      "def example_inputs(): return (torch.randn(2, 8, dtype=torch.bfloat16),)\n", "bfloat16: give fp32"),
     ("import torch\ndef build(): return torch.nn.Identity()\n"
-     "def example_inputs(): return (torch.randn(2, 8, dtype=torch.complex64),)\n", "complex-valued inputs are not supported"),
+     "def example_inputs(): return (torch.randn(2, 8, dtype=torch.complex64),)\n",
+     "complex-valued inputs are not supported"),
 ])
 def test_model_faults_during_export(run_cli, tmp_path, body, pattern):
     model = _model(tmp_path, body)

@@ -71,7 +71,8 @@ def small_tmpfs(tmp_path):
     """A 64 KiB tmpfs: a disk that fills up. Needs root with CAP_SYS_ADMIN (a container may refuse)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up here: {done.stderr.strip() or done.returncode}")
     yield mount
@@ -104,7 +105,8 @@ def test_a_legal_long_name_is_written(run_cli, tmp_path):
 
 def test_a_name_over_the_limit_is_exit_2_before_the_work(run_cli, tmp_path):
     source = _onnx(tmp_path / "in.onnx")
-    assert_one_line_error(run_cli("fuse", source, "-o", tmp_path / ("n" * 300 + ".onnx")), "over the file system's limit")
+    result = run_cli("fuse", source, "-o", tmp_path / ("n" * 300 + ".onnx"))
+    assert_one_line_error(result, "over the file system's limit")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
 
 
