@@ -20,6 +20,8 @@ from lndeploy import plugin_spec
 from lndeploy.errors import BadInputError
 from tests.conftest import ZOO, zoo_model
 
+pytestmark = pytest.mark.slow  # TensorRT-RTX builds of the zoo: about 4 s each
+
 ARCH = "sm86"
 RECURRENT = ("rnn", "lstm", "gru")
 _exports: dict = {}

@@ -12,6 +12,7 @@ from lndeploy.pipeline import export
 from tests.conftest import REPO, ZOO, zoo_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_passes_with_spec_report(run_cli, tmp_path, name):
     report = tmp_path / "r.json"
@@ -67,6 +68,7 @@ def test_altered_ln_weight_fails(fnn_onnx, tmp_path):
     assert result.outputs["output"]["max_abs"] > 1e-4
 
 
+@pytest.mark.slow
 def test_user_bert_model_checks_without_lndeploy_changes(run_cli, tmp_path):
     report = tmp_path / "bert.json"  # the model imports transformers (dev extra)
     result = run_cli("check", REPO / "tests" / "user_models" / "bert_tiny.py", "--report", report)
@@ -85,6 +87,7 @@ def test_cli_ln_plugin_reaches_the_check(run_cli, tmp_path):
     assert data["outputs"] and all(o["max_abs"] <= 1e-4 for o in data["outputs"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_plugin_model_passes_on_cpu(name):
     """Plugin nodes run on ONNX Runtime through the in-memory reference function."""

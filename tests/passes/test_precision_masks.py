@@ -49,6 +49,7 @@ def test_fully_masked_rows_stay_finite_and_match_pytorch(tmp_path, precision):
     assert outcome.passed and np.isfinite(worst) and worst < 1e-2
 
 
+@pytest.mark.slow
 def test_t5_relative_position_buckets_stay_fp32_in_fp16(tmp_path):
     """T5 computes bucket indices as (log(rel.float() / 8) / log(16) * 8).long(): in fp16 some land in
     the neighbouring bucket (0.11 max abs error before they were kept fp32)."""
