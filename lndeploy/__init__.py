@@ -15,6 +15,7 @@ _LAZY = {
     "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),
     "bench": ("lndeploy.benchmark", "bench"),
     "Session": ("lndeploy.session", "Session"),
+    "package": ("lndeploy.serving.repository", "package"),
     "load_model": ("lndeploy.modelfile", "load"),
     "ModelSpec": ("lndeploy.modelfile", "ModelSpec"),
 }
