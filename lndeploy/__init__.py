@@ -9,7 +9,7 @@ from lndeploy.errors import BadInputError, LndeployError, ParityError, Unavailab
 __version__ = "0.1.0"
 
 _LAZY = {
-    "export": ("lndeploy.exporter", "export"),
+    "export": ("lndeploy.pipeline", "export"),
     "check": ("lndeploy.checker", "check"),
     "fuse": ("lndeploy.passes.fuse", "fuse"),
     "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),

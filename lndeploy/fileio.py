@@ -42,8 +42,12 @@ def write_json_atomic(target: str | os.PathLike, obj) -> None:
     """Strict JSON: a NaN or infinite float (an error statistic that could not be computed) is
     written as null, since Python's bare NaN/Infinity tokens are rejected by standard parsers (jq,
     JSON.parse, Go's encoding/json) that a CI gate reads reports with."""
-    text = json.dumps(_finite_or_null(obj), indent=2, sort_keys=False, allow_nan=False)
-    write_bytes_atomic(target, (text + "\n").encode())
+    write_bytes_atomic(target, (strict_json(obj) + "\n").encode())
+
+
+def strict_json(obj) -> str:
+    """``obj`` as strict JSON text, NaN and infinities as null (see ``write_json_atomic``)."""
+    return json.dumps(_finite_or_null(obj), indent=2, sort_keys=False, allow_nan=False)
 
 
 def _finite_or_null(obj):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -124,8 +125,11 @@ def generate(specs: list[InputSpec], sizes: dict[str, int], seed: int) -> dict[s
     return feed
 
 
-def schedule(specs: list[InputSpec], samples: int | None, seed: int = 0) -> list[tuple[dict, dict]]:
-    """(sizes, feed) pairs: one per grid point, or ``samples`` of them cycling through the grid."""
+def schedule(specs: list[InputSpec], samples: int | None, seed: int = 0) -> Iterator[tuple[dict, dict]]:
+    """(sizes, feed) pairs, generated one at a time as they are drawn (``--samples`` may be large): one
+    per grid point, or ``samples`` of them cycling through the grid."""
     grid = shape_grid(specs)
     count = samples if samples else len(grid)
-    return [(grid[i % len(grid)], generate(specs, grid[i % len(grid)], seed + i)) for i in range(count)]
+    for i in range(count):
+        sizes = grid[i % len(grid)]
+        yield sizes, generate(specs, sizes, seed + i)

@@ -51,7 +51,7 @@ def zoo_export(tmp_path_factory):
 
     def get(name: str):
         if name not in cache:
-            from lndeploy.exporter import export
+            from lndeploy.pipeline import export
 
             cache[name] = export(zoo_model(name), folder / f"{name}.onnx")
         return cache[name]

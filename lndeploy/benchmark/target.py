@@ -63,7 +63,7 @@ def load_target(ref, workdir: str, lns: tuple, log=None) -> Target:
 
 def _export_model(ref: str, workdir: str, lns: tuple, log) -> Target:
     from lndeploy import inputs, modelfile
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
 
     spec = modelfile.load(ref)
     specs = inputs.specs_from_examples(spec.inputs, spec.dynamic_axes)

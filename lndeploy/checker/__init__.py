@@ -15,9 +15,6 @@ from pathlib import Path
 
 from lndeploy.errors import BadInputError
 
-DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
-
-
 @dataclass
 class CheckResult:
     passed: bool
@@ -27,12 +24,17 @@ class CheckResult:
     rtol: float | None
     artifact: str
     samples: list = field(default_factory=list)  # [{"sizes":…, "shapes": {input: shape}, "passed": bool}]
-    outputs: dict = field(default_factory=dict)  # name -> {max_abs, max_rel, mean_abs, worst_sample}
+    outputs: dict = field(default_factory=dict)  # name -> lndeploy.parity statistics merged over samples
     skipped: list = field(default_factory=list)  # sizes PyTorch itself cannot run, with the reason
     precision: str = "fp32"
     ln: str = "native"
     error: str | None = None  # the artifact failed to run on an input PyTorch runs
     notes: list = field(default_factory=list)  # how inputs were paired or pinned to the artifact's sizes
+    sha256: str | None = None  # of the artifact file that ran
+    plugin_impl: str | None = None  # what ran the plugin nodes; None without plugin nodes
+    budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit}
+    first_divergence: dict | None = None
+    layers: list = field(default_factory=list)
 
     @property
     def worst(self) -> tuple[str, dict] | None:
@@ -46,30 +48,50 @@ class CheckResult:
         name, stats = self.worst or ("-", {"max_abs": 0.0})
         verdict = "PASSED" if self.passed else "FAILED"
         rtol = f", rtol {self.rtol:g}" if self.rtol is not None else ""
-        return (f"parity {verdict}: worst output {name!r} max abs error {stats['max_abs']:.3g} "
+        line = (f"parity {verdict}: worst output {name!r} max abs error {stats['max_abs']:.3g} "
                 f"(tolerance atol {self.atol:g}{rtol}) over {len(self.samples)} samples on {self.backend} "
                 f"[{self.provider}]")
+        if not self.passed and stats.get("over_tolerance"):
+            line += (f"; {stats['over_tolerance']} of {stats['elements']} elements over, worst at "
+                     f"{stats['worst_index']} (sample {stats['worst_sample']}): {stats['worst_actual']:.6g} vs "
+                     f"PyTorch {stats['worst_expected']:.6g}{rtol_hint(stats, self.rtol)}")
+        return line
 
     def to_report(self) -> dict:
         return {
             "passed": self.passed,
+            "exit_code": 0 if self.passed else 1,
             "backend": self.backend,
             "provider": self.provider,
-            "artifact": self.artifact,
+            "artifact": {"path": self.artifact, "sha256": self.sha256},
             "precision": self.precision,
             "ln": self.ln,
+            "plugin_impl": self.plugin_impl,
             "tolerance": {"atol": self.atol, "rtol": self.rtol},
+            "budget": self.budget or {"mode": "fixed", "atol": self.atol, "reference_error": None,
+                                      "limit": self.atol},
             "samples": self.samples,
             "skipped_samples": self.skipped,
             "outputs": self.outputs,
+            "first_divergence": self.first_divergence,
+            "layers": self.layers,
             "error": self.error,
             "notes": self.notes,
             "reference": "pytorch (eager, fp32, CPU)",
         }
 
 
-def _nan_high(value: float) -> float:
-    return float("inf") if value != value else value
+def rtol_hint(stats: dict, rtol: float | None) -> str:
+    """Outputs in the hundreds fail a fixed atol on rounding alone: when the relative error is small,
+    say that ``--rtol`` exists."""
+    max_rel = stats.get("max_rel")
+    if rtol is None and max_rel is not None and max_rel == max_rel and max_rel <= 1e-3:
+        return f"; max rel {max_rel:.2g}: for large outputs, --rtol also passes elements within a relative error"
+    return ""
+
+
+def _nan_high(value) -> float:
+    return float("inf") if value is None or value != value else value
 
 
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
@@ -80,23 +102,43 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
     ``example_inputs``. Without ``onnx`` or ``engine`` the model is exported first (``ln``,
-    ``precision``, ``opset``; defaults native, fp32, 18). With an artifact, its own LN form and
-    precision are read from it (and set the default tolerance); options that contradict it are refused.
-    ``report``: a JSON file to write (SPEC section 2 fields). Returns a ``CheckResult``; the caller
-    decides what a failure means (the CLI exits 1).
+    ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
+    and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
+    set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
+    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. Returns a
+    ``CheckResult``; the caller decides what a failure means (the CLI exits 1).
     """
-    from lndeploy import modelfile
-    from lndeploy.checker.compare import compare
+    from lndeploy.checker import report as reports
+    from lndeploy.errors import LndeployError
 
     if onnx is not None and engine is not None:
         raise BadInputError("give either --onnx or --engine, not both")
-    if atol is not None and not atol >= 0:
-        raise BadInputError(f"atol must be >= 0, got {atol}")
-    if rtol is not None and not rtol >= 0:
-        raise BadInputError(f"rtol must be >= 0, got {rtol}")
-    if report is not None and not Path(report).resolve().parent.is_dir():
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not 0 <= value < float("inf"):
+            raise BadInputError(f"{name} must be a finite number >= 0, got {value}")
+    if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
         # before minutes of export and inference, not after
         raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
+    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
+                                                "sha256": None}}
+    try:
+        result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
+                        example_inputs, dynamic_axes, context)
+    except LndeployError as err:
+        if report is not None:
+            reports.write(report, reports.failure(err, model=model, seed=seed, **context))
+        raise
+    if report is not None:
+        reports.write(report, {**reports.header(model=model, seed=seed), **result.to_report()})
+    return result
+
+
+def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
+           dynamic_axes, context: dict) -> CheckResult:
+    from lndeploy import modelfile, parity
+    from lndeploy.checker import report as reports
+    from lndeploy.checker.compare import compare
+
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     artifact = onnx or engine
     if artifact is not None:
@@ -105,25 +147,35 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
         ln, precision = _artifact_form(artifact, ln, precision, opset)
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
     backend = backend or ("tensorrt" if engine is not None else "onnxruntime")
-    tol = DEFAULT_ATOL[precision] if atol is None else atol
+    tol = parity.tolerance(precision, atol=atol, rtol=rtol)
+    context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol})
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
-            from lndeploy.exporter import export
+            from lndeploy.pipeline import export
 
             artifact = os.path.join(tmp, "model.onnx")
-            export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug).notes
-        result = compare(spec, str(artifact), backend, tol, rtol, samples, seed, debug)
+            export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug,
+                                  atol=tol.atol, rtol=tol.rtol).notes
+        digest = reports.sha256(artifact)
+        context["artifact"]["sha256"] = digest
+        result = compare(spec, str(artifact), backend, tol, samples, seed, debug)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
-    result.precision, result.ln = precision, ln
-    if report is not None:
-        from lndeploy.fileio import write_json_atomic
-
-        write_json_atomic(report, result.to_report())
+    result.precision, result.ln, result.sha256 = precision, ln, digest
+    result.plugin_impl = _plugin_impl(ln, backend)
     return result
+
+
+def _plugin_impl(ln: str, backend: str) -> str | None:
+    """What runs plugin nodes: TensorRT's registered plugin in an engine; elsewhere the model-local
+    function of standard ONNX ops that lndeploy adds (lndeploy.plugin_spec), which ONNX Runtime and the
+    reference evaluator inline."""
+    if ln != "plugin":
+        return None
+    return "tensorrt" if backend == "tensorrt" else "onnx-function"
 
 
 def _unstable_weights_note(model, spec, result) -> list[str]:

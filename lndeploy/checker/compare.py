@@ -6,134 +6,61 @@ import contextlib
 
 from lndeploy import inputs as gen
 from lndeploy.checker.signature import pair_inputs
-from lndeploy.errors import BadInputError, ParityError
+from lndeploy.errors import BadInputError
 
 
-def compare(spec, artifact: str, backend: str, atol: float, rtol: float | None, samples: int | None,
-            seed: int, debug: bool):
+def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, **session_options):
+    """PyTorch against ``artifact`` on generated inputs: Polygraphy's ``Comparator`` runs both runners
+    on each input set, ``lndeploy.parity`` compares (one set at a time, so ``samples`` may be large).
+    ``tol``: a ``parity.Tolerance``."""
     from polygraphy.comparator import Comparator
-    from polygraphy.comparator.compare import SimpleCompareFunc
 
+    from lndeploy import parity
     from lndeploy.checker import CheckResult
     from lndeploy.checker.runners import TorchRunner, artifact_runner
     from lndeploy.session import Session
 
-    opened = {}
+    session = Session(artifact, backend=backend, **session_options)
+    provider = session.provider
+    pairing = pair_inputs(spec, session.inputs)
+    output_names = session.output_names
+    skipped = []
+    runners = [artifact_runner(session, backend, pairing.names), TorchRunner(spec, output_names)]
 
-    def open_session():
-        opened["session"] = Session(artifact, backend=backend)
-        return opened["session"]
+    def run(feed):
+        with _polygraphy_quiet(debug):
+            (_, [ours]), (_, [theirs]) = Comparator.run(runners, data_loader=[feed])
+        return dict(ours.items()), dict(theirs.items())
 
-    probe = open_session()
-    pairing = pair_inputs(spec, probe.inputs)
-    output_names = probe.output_names
-    schedule, skipped = _runnable_schedule(spec, samples, seed, pairing.pinned)
-    if not schedule:
+    try:
+        outcome = parity.run_parity(_runnable_schedule(spec, samples, seed, pairing.pinned, skipped), run, tol,
+                                    names=output_names)
+    finally:
+        session.close()
+    if not outcome.samples and outcome.error is None:
         raise BadInputError(f"PyTorch cannot run the model at any generated size: {skipped[0]['reason']}")
-    runners = [artifact_runner(probe, lambda: opened.get("session") or open_session(), backend, pairing.names),
-               TorchRunner(spec, output_names)]
-    feeds = [feed for _, feed in schedule]
-    with _polygraphy_quiet(debug):
-        try:
-            results = Comparator.run(runners, data_loader=feeds)
-        except ParityError as err:
-            return CheckResult(passed=False, backend=backend, provider=probe.provider, atol=atol, rtol=rtol,
-                               artifact=artifact, skipped=skipped, error=str(err), notes=pairing.notes,
-                               samples=[{"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()}}
-                                        for sizes, feed in schedule])
-        nonfinite_notes, nonfinite_error = _match_nonfinite(results, schedule)
-        func = SimpleCompareFunc(atol=atol, rtol=rtol if rtol is not None else 0.0, check_error_stat="elemwise")
-        accuracy = Comparator.compare_accuracy(results, compare_func=func, comparisons=[(0, 1)])
-    iterations = next(iter(accuracy[0].values()))  # one compare func, one runner pair
-    result = CheckResult(passed=bool(accuracy), backend=backend, provider=probe.provider, atol=atol, rtol=rtol,
-                         artifact=artifact, skipped=skipped, notes=pairing.notes + nonfinite_notes)
-    if nonfinite_error:
-        result.passed, result.error = False, nonfinite_error
-    for index, ((sizes, feed), per_output) in enumerate(zip(schedule, iterations)):
-        result.samples.append({"sizes": sizes, "shapes": {k: list(v.shape) for k, v in feed.items()},
-                               "passed": all(bool(r) for r in per_output.values())})
-        for name, stats in per_output.items():
-            if not hasattr(stats, "max_absdiff"):  # Polygraphy gives False where it cannot compare
-                result.passed = False
-                result.error = result.error or _uncomparable(results, index, name, sizes)
-                continue
-            _merge(result.outputs, name, stats, index)
-    finish_stats(result.outputs)
-    missing = [n for n in output_names if n not in result.outputs]
-    if missing:
-        result.passed = False
-        for name in missing:
-            result.outputs[name] = {"max_abs": float("nan"), "max_rel": float("nan"), "mean_abs": float("nan"),
-                                    "worst_sample": None, "note": "not compared"}
+    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider, atol=tol.atol,
+                         rtol=tol.rtol, artifact=artifact, skipped=skipped, error=outcome.error,
+                         notes=pairing.notes + _nonfinite_notes(outcome.outputs))
+    result.samples = [{"sizes": s.sizes, "shapes": s.shapes, "passed": s.passed} for s in outcome.samples]
+    result.outputs = outcome.outputs
     return result
 
 
-def _match_nonfinite(results, schedule) -> tuple[list[str], str | None]:
-    """NaN or inf where PyTorch has the same value is parity, not a failure: a generated mask that pads a
-    whole row gives NaN in PyTorch itself. Polygraphy fails any NaN yet reports the finite max abs
-    error, so the summary read 'FAILED: max abs 7e-07 (atol 1e-4)'. Matching elements are zeroed in
-    both results (noted); a NaN or inf on one side only becomes the failure's one line."""
-    import numpy as np
-
-    (_, artifact_runs), (_, torch_runs) = results
-    counts, error = {}, None
-    for (sizes, _), ours, theirs in zip(schedule, artifact_runs, torch_runs):
-        for name in ours.keys() & theirs.keys():
-            a, b = ours[name], theirs[name]
-            if a.shape != b.shape or a.dtype.kind != "f" or b.dtype.kind != "f":
-                continue
-            bad_a, bad_b = ~np.isfinite(a), ~np.isfinite(b)
-            same = bad_a & bad_b & ((a == b) | (np.isnan(a) & np.isnan(b)))
-            if same.any():
-                counts[name] = counts.get(name, 0) + int(same.sum())
-                ours[name], theirs[name] = np.where(same, 0, a), np.where(same, 0, b)
-            odd = (bad_a | bad_b) & ~same
-            if odd.any() and error is None:
-                side = "the artifact" if (bad_a & ~same).any() else "PyTorch"
-                where = f"at sizes {sizes}" if sizes else "at the example's sizes"
-                error = (f"output {name!r} has {int(odd.sum())} NaN/inf elements from {side} where the other "
-                         f"side differs, {where}")
-    notes = [f"output {name!r}: {n} elements are NaN/inf in PyTorch itself and equal in the artifact "
-             "(compared as equal; the generated inputs drive the model there)" for name, n in counts.items()]
-    return notes, error
+def _nonfinite_notes(outputs: dict) -> list[str]:
+    """NaN or inf where PyTorch has the same value is parity (lndeploy.parity's rule): said, not hidden."""
+    return [f"output {name!r}: {entry['matched_nonfinite']} elements are NaN/inf in PyTorch itself and equal in "
+            "the artifact (compared as equal; the generated inputs drive the model there)"
+            for name, entry in outputs.items() if entry["matched_nonfinite"]]
 
 
-def _uncomparable(results, index: int, name: str, sizes: dict) -> str:
-    """Why an output could not be compared: its shapes (a scalar returned as [1], a dim cut short)."""
-    shapes = [list(runs[index][name].shape) if name in runs[index] else "none" for _, runs in results]
-    at = f"at sizes {sizes}" if sizes else "at the example's sizes"
-    return f"output {name!r} has shape {shapes[0]} from the artifact but {shapes[1]} from PyTorch {at}"
-
-
-def _merge(outputs: dict, name: str, stats, index: int) -> None:
-    current = outputs.get(name)
-    entry = {"max_abs": stats.max_absdiff, "max_rel": stats.max_reldiff, "mean_abs": stats.mean_absdiff,
-             "worst_sample": index}
-    if current is None:
-        outputs[name] = entry
-        entry["_mean_sum"], entry["_count"] = stats.mean_absdiff, 1
-        return
-    current["_mean_sum"] += stats.mean_absdiff
-    current["_count"] += 1
-    current["mean_abs"] = current["_mean_sum"] / current["_count"]
-    current["max_rel"] = max(current["max_rel"], stats.max_reldiff)
-    if not stats.max_absdiff <= current["max_abs"]:  # NaN wins: it is the worst
-        current["max_abs"], current["worst_sample"] = stats.max_absdiff, index
-
-
-def finish_stats(outputs: dict) -> None:
-    for entry in outputs.values():
-        entry.pop("_mean_sum", None)
-        entry.pop("_count", None)
-
-
-def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict):
-    """Generated (sizes, feed) pairs that PyTorch itself can run; the others are reported, not failed.
-    ``pinned``: dynamic dims the artifact fixes, generated at that size only."""
+def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list):
+    """Generated (sizes, feed) pairs that PyTorch itself can run, drawn lazily; the others are appended
+    to ``skipped`` with the reason (reported, not failed). ``pinned``: dynamic dims the artifact fixes,
+    generated at that size only."""
     import torch
 
     specs = gen.pin(gen.specs_from_examples(spec.inputs, spec.dynamic_axes), pinned)
-    keep, skipped = [], []
     for sizes, feed in gen.schedule(specs, samples, seed):
         try:
             with torch.inference_mode():
@@ -141,8 +68,7 @@ def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict):
         except Exception as err:  # the model itself does not support these sizes
             skipped.append({"sizes": sizes, "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
             continue
-        keep.append((sizes, feed))
-    return keep, skipped
+        yield sizes, feed
 
 
 @contextlib.contextmanager

@@ -52,18 +52,18 @@ class TorchRunner(BaseRunner):
 
 
 class SessionRunner(BaseRunner):
-    """Runs an artifact through ``lndeploy.Session`` (ONNX Runtime, reference evaluator, TensorRT)."""
+    """Runs an artifact through an open ``lndeploy.Session`` (ONNX Runtime, reference evaluator,
+    TensorRT), which its owner closes: activating this runner for each input set costs nothing."""
 
-    def __init__(self, open_session, name: str, names: dict | None = None):
+    def __init__(self, session, name: str, names: dict | None = None):
         super().__init__(name=name, prefix="lndeploy-runner")
-        self._open = open_session
-        self.session = None
+        self.session = session
         # model input name -> artifact input name: the feeds carry the model's names
         self._names = names or {}
         self._model_name = {v: k for k, v in self._names.items()}
 
     def activate_impl(self):
-        self.session = self._open()
+        pass
 
     def get_input_metadata_impl(self):
         meta = TensorMetadata()
@@ -88,10 +88,10 @@ class SessionRunner(BaseRunner):
         return OrderedDict((k, v.astype(np.float32) if v.dtype in (np.float16,) else v) for k, v in outputs.items())
 
     def deactivate_impl(self):
-        self.session = None
+        pass
 
 
-def artifact_runner(session, open_session, backend: str, names: dict | None = None) -> BaseRunner:
+def artifact_runner(session, backend: str, names: dict | None = None) -> BaseRunner:
     """The runner for the deployed artifact. A full-TensorRT engine runs through Polygraphy's own
     ``TrtRunner`` (``session``, an lndeploy ``TrtSession``, has already checked the sidecar, the GPU
     and registered the plugin). Polygraphy's runner imports ``tensorrt`` only, so TensorRT-RTX
@@ -106,4 +106,4 @@ def artifact_runner(session, open_session, backend: str, names: dict | None = No
                                 f"{sorted(names)}: rebuild it from an ONNX file with the model's input names")
 
         return TrtRunner(EngineFromBytes(session.runner.path.read_bytes()), name="tensorrt")
-    return SessionRunner(open_session, name=backend, names=names)
+    return SessionRunner(session, name=backend, names=names)

@@ -19,7 +19,8 @@ from lndeploy.cli.options import debug_flag
 @click.option("--rtol", type=click.FloatRange(min=0), help="Also pass elements within this relative error (not gated by default).")
 @click.option("--samples", type=click.IntRange(min=1), help="Input sets to run [default: one per size combination].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--report", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write a JSON report here (also on failure); '-' prints it to stdout, the rest to stderr.")
 @click.option("--ln", type=click.Choice(["native", "plugin"]),
               help="When exporting: LN as native node or plugin node [default: native; with an artifact: its own].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
@@ -40,17 +41,22 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     """
     from lndeploy.checker import check
 
+    echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
     result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
                    report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx))
     for name, stats in result.outputs.items():
-        click.echo(f"  {name}: max abs {stats['max_abs']:.3g}  max rel {stats['max_rel']:.3g}  "
-                   f"mean abs {stats['mean_abs']:.3g}")
+        echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
+             f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']}")
     for note in result.notes:
-        click.echo(f"  note: {note}")
+        echo(f"  note: {note}")
     for skip in result.skipped:
-        click.echo(f"  skipped sizes {skip['sizes']}: PyTorch itself fails ({skip['reason']})")
-    click.echo(result.summary())
-    if report:
-        click.echo(f"wrote {report}")
+        echo(f"  skipped sizes {skip['sizes']}: PyTorch itself fails ({skip['reason']})")
+    echo(result.summary())
+    if report and report != "-":
+        echo(f"wrote {report}")
     if not result.passed:
         sys.exit(1)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

@@ -13,8 +13,12 @@ from lndeploy.cli.options import debug_flag, ln_option, opset_option, precision_
 @ln_option
 @precision_option
 @opset_option
+@click.option("--atol", type=click.FloatRange(min=0), help="Verification: max abs error allowed on every element "
+              "[default: 1e-4 fp32, 1e-2 fp16/bf16].")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Verification: also pass elements within this relative "
+              "error.")
 @click.pass_context
-def command(ctx, model, output, ln, precision, opset):
+def command(ctx, model, output, ln, precision, opset, atol, rtol):
     """Export MODEL (a model file, module, or FILE:FACTORY) to ONNX.
 
     The export is verified before it is written: onnx.checker, dynamic dims still dynamic, and ONNX
@@ -25,13 +29,14 @@ def command(ctx, model, output, ln, precision, opset):
       lndeploy export models/cnn.py -o cnn.onnx
       lndeploy export models/rnn.py -o rnn-plugin.onnx --ln plugin
     """
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
 
-    result = export(model, output, ln=ln, precision=precision, opset=opset, debug=debug_flag(ctx))
+    result = export(model, output, ln=ln, precision=precision, opset=opset, debug=debug_flag(ctx), atol=atol,
+                    rtol=rtol)
     for run in result.verification:
         worst = max(run.max_abs.values(), default=0.0)
         where = ", ".join(f"{k}={v}" for k, v in run.sizes.items()) or "example sizes"
-        click.echo(f"verified against PyTorch at {where}: max abs error {worst:.2e}")
+        click.echo(f"verified against PyTorch at {where}: max abs error {worst:.2e} ({result.tolerance})")
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"wrote {output} (opset {result.opset}, ln {ln}, {precision})")

@@ -19,18 +19,22 @@ class ExportResult:
     precision: str
     opset: int
     verification: list = field(default_factory=list)  # VerifiedRun per size checked
+    tolerance: object = None  # the lndeploy.parity.Tolerance verification gated at
     notes: list = field(default_factory=list)
 
 
 def export(model, output=None, *, ln: str = "native", precision: str = "fp32", opset: int = DEFAULT_OPSET,
-           verify: bool = True, debug: bool = False, example_inputs=None, dynamic_axes=None) -> ExportResult:
+           verify: bool = True, debug: bool = False, example_inputs=None, dynamic_axes=None,
+           atol: float | None = None, rtol: float | None = None, open_runner=None) -> ExportResult:
     """Export ``model`` to ONNX: a model-file reference, a loaded ``ModelSpec``, or a
     ``torch.nn.Module`` with ``example_inputs`` (and optional ``dynamic_axes``, as in a model file).
 
     ``ln="native"`` writes one ``LayerNormalization`` per LayerNorm; ``ln="plugin"`` one lndeploy plugin
     node. ``precision`` fp16/bf16 plans reduced precision in the graph's types, LN statistics in fp32.
-    The model is verified (checker, dynamic dims, ONNX Runtime vs PyTorch at two sizes) before
-    ``output`` is written, atomically.
+    The model is verified (checker, dynamic dims, a runtime vs PyTorch at two sizes, gated at ``atol``
+    and ``rtol`` or the precision's tolerance) before ``output`` is written, atomically.
+    ``open_runner(model, precision) -> Runner`` runs the verification: the exporter imports no backend,
+    so ``lndeploy.export`` (``lndeploy.pipeline``) passes ONNX Runtime in.
     """
     from lndeploy import modelfile
     from lndeploy.exporter import torch_export
@@ -40,6 +44,14 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         raise BadInputError(f"--ln must be one of {LN_MODES}, got {ln!r}")
     if precision not in PRECISIONS:
         raise BadInputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    if verify and open_runner is None:
+        raise TypeError("verification needs open_runner (lndeploy.export passes ONNX Runtime), or verify=False")
+    from lndeploy import parity
+
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not 0 <= value < float("inf"):
+            raise BadInputError(f"--{name} must be a finite number >= 0, got {value}")
+    tol = parity.tolerance(precision, atol=atol, rtol=rtol)
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
     result = ExportResult(onnx_model, None, ln, precision, opset)
@@ -55,7 +67,8 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     # a bf16 plan may raise the opset (bf16 Conv needs opset 22): report what was written
     result.opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
     if verify:
-        result.verification = verification.verify(onnx_model, spec, precision)
+        result.verification = verification.verify(onnx_model, spec, precision, open_runner=open_runner, tol=tol)
+        result.tolerance = tol
     if output is not None:
         from lndeploy.onnxfile import save_model
 

@@ -3,30 +3,33 @@
 1. ``onnx.checker`` with full shape inference (the plugin op's schema registered first);
 2. each declared dynamic dim is still symbolic in the graph's inputs (a fixed size means the trace
    specialised it);
-3. ONNX Runtime runs the model (a bf16 plan: ONNX's reference evaluator, as ONNX Runtime's CPU provider
-   has no bf16 MatMul/Gemm/Add kernels) at the example's sizes and at a second size of every dynamic dim, and
-   its outputs are compared with PyTorch's. This is what catches a Python loop over a sequence: its
-   unrolled export raises at a shorter length and silently cuts the output at a longer one.
+3. a runtime runs the model at the example's sizes and at a second size of every dynamic dim, and its
+   outputs are compared with PyTorch's through ``lndeploy.parity`` (the tolerance of the precision, or
+   the caller's ``atol``/``rtol``). This is what catches a Python loop over a sequence: its unrolled
+   export raises at a shorter length and silently cuts the output at a longer one.
+
+The runtime is passed in (``open_runner(model, precision) -> Runner``): the exporter sits below the
+backends and imports none of them; ``lndeploy.pipeline`` supplies ONNX Runtime on the CPU (a bf16 plan:
+ONNX's reference evaluator, as ONNX Runtime's CPU provider has no bf16 MatMul/Gemm/Add kernels).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lndeploy import inputs as gen
-from lndeploy import plugin_spec
+from lndeploy import parity, plugin_spec
 from lndeploy.errors import BadInputError, ParityError
 from lndeploy.modelfile import ModelSpec
-
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
 
 
 @dataclass
 class VerifiedRun:
     sizes: dict
     max_abs: dict  # output name -> max abs error against PyTorch
+    outputs: dict = field(default_factory=dict)  # output name -> lndeploy.parity statistics (dict)
 
 
 def check_graph(model) -> None:
@@ -64,56 +67,35 @@ def second_sizes(spec: ModelSpec) -> dict[str, int]:
     return sizes
 
 
-def run_both(model, spec: ModelSpec, sizes: dict | None, seed: int = 1234, precision: str = "fp32") -> VerifiedRun:
-    """ONNX Runtime vs PyTorch on one generated input set (the example sizes when ``sizes`` is None)."""
+def run_both(model, spec: ModelSpec, sizes: dict | None, open_runner, seed: int = 1234, precision: str = "fp32",
+             tol: parity.Tolerance | None = None) -> VerifiedRun:
+    """The runtime vs PyTorch on one input set (the example itself when ``sizes`` is None)."""
     import torch
 
-    specs = gen.specs_from_examples(spec.inputs, spec.dynamic_axes)
+    tol = tol or parity.tolerance(precision)
     if sizes is None:
-        feed = {n: t.detach().cpu().numpy() for n, t in spec.inputs.items()}
-        sizes = {}
+        feed, sizes = {n: t.detach().cpu().numpy() for n, t in spec.inputs.items()}, {}
     else:
-        feed = gen.generate(specs, sizes, seed)
-    session = _session(model, precision)
-    used = {m.name for m in session.inputs}
-    try:
-        got = session.run({k: v for k, v in feed.items() if k in used})
-    except BadInputError as err:
-        raise ParityError(f"the exported model fails at sizes {sizes}: {err}") from err
+        feed = gen.generate(gen.specs_from_examples(spec.inputs, spec.dynamic_axes), sizes, seed)
+    with open_runner(model, precision) as runner:
+        used = set(runner.input_names)
+        try:
+            got = runner.run({k: v for k, v in feed.items() if k in used})
+        except BadInputError as err:
+            raise ParityError(f"the exported model fails at sizes {sizes}: {err}") from err
+        names = runner.output_names
     with torch.inference_mode():
         expected = flatten_outputs(spec.call({k: torch.from_numpy(v) for k, v in feed.items()}))
-    errors = {}
-    for (name, value), ref in zip(got.items(), expected):
-        if value.shape != ref.shape:
+    if len(expected) != len(names):
+        raise ParityError(f"the exported model has {len(names)} outputs, PyTorch returns {len(expected)}")
+    stats = parity.compare_outputs(got, dict(zip(names, expected)), tol, names)
+    for name, entry in stats.items():
+        if entry.error and "shape" in entry.error:
             raise ParityError(
-                f"the exported model's output {name!r} has shape {value.shape} at sizes {sizes}, "
-                f"PyTorch gives {ref.shape}: a dynamic dim was fixed by the trace (e.g. a Python loop)"
-            )
-        errors[name] = _max_abs(value, ref)
-    return VerifiedRun(sizes, errors)
-
-
-def _max_abs(value: np.ndarray, ref: np.ndarray) -> float:
-    """Max abs error, where NaN or inf that PyTorch itself gives and the export repeats is no error (a
-    model that pads a whole row gives NaN in PyTorch too); NaN or inf on one side only is NaN."""
-    value, ref = value.astype(np.float64), np.asarray(ref, dtype=np.float64)
-    if not value.size:
-        return 0.0
-    bad_v, bad_r = ~np.isfinite(value), ~np.isfinite(ref)
-    same = bad_v & bad_r & ((value == ref) | (np.isnan(value) & np.isnan(ref)))
-    if ((bad_v | bad_r) & ~same).any():
-        return float("nan")
-    return float(np.max(np.abs(np.where(same, 0.0, value - ref))))
-
-
-def _session(model, precision: str):
-    if precision == "bf16":  # ORT CPU: NOT_IMPLEMENTED for bf16 MatMul, Gemm, Add, ... (1.31)
-        from lndeploy.backends.reference import ReferenceSession
-
-        return ReferenceSession(model)
-    from lndeploy.backends.onnxruntime import OrtSession
-
-    return OrtSession(model, providers=["CPUExecutionProvider"])
+                f"the exported model's output {name!r} has shape {list(got[name].shape)} at sizes {sizes}, "
+                f"PyTorch gives {list(np.shape(expected[names.index(name)]))}: a dynamic dim was fixed by the "
+                "trace (e.g. a Python loop)")
+    return VerifiedRun(sizes, {n: s.max_abs for n, s in stats.items()}, {n: s.to_dict() for n, s in stats.items()})
 
 
 def flatten_outputs(result) -> list[np.ndarray]:
@@ -123,17 +105,31 @@ def flatten_outputs(result) -> list[np.ndarray]:
     return output_arrays(result)
 
 
-def verify(model, spec: ModelSpec, precision: str = "fp32") -> list[VerifiedRun]:
+def verify(model, spec: ModelSpec, precision: str = "fp32", *, open_runner,
+           tol: parity.Tolerance | None = None) -> list[VerifiedRun]:
+    """Checker, dynamic dims, then the runtime against PyTorch at the example's sizes and at a second size;
+    ``tol`` (default: the precision's row of ``lndeploy.parity``'s table) gates every element."""
+    tol = tol or parity.tolerance(precision)
     check_graph(model)
     check_dynamic_dims(model, spec)
-    runs = [run_both(model, spec, None, precision=precision)]
+    runs = [run_both(model, spec, None, open_runner, precision=precision, tol=tol)]
     if spec.dynamic_axes:
-        runs.append(run_both(model, spec, second_sizes(spec), precision=precision))
-    tol = TOLERANCE[precision]
+        runs.append(run_both(model, spec, second_sizes(spec), open_runner, precision=precision, tol=tol))
     for run in runs:
-        for name, err in run.max_abs.items():
-            if not err <= tol:  # also catches NaN
-                what = f"max abs error {err:.3g} > {tol:g}" if err == err else "has NaN/inf where PyTorch differs"
-                raise ParityError(f"export verification failed: output {name!r} {what} "
-                                  f"against PyTorch at sizes {run.sizes or 'of the example'}")
+        for name, stats in run.outputs.items():
+            if stats["error"] is None and stats["over_tolerance"] == 0:
+                continue
+            where = f"at sizes {run.sizes or 'of the example'}"
+            if stats["error"]:
+                raise ParityError(f"export verification failed: output {name!r} {stats['error']} against PyTorch "
+                                  f"{where}")
+            raise ParityError(f"export verification failed: output {name!r} max abs error {stats['max_abs']:.3g} "
+                              f"> {tol} against PyTorch {where}{rtol_hint(stats, tol)}")
     return runs
+
+
+def rtol_hint(stats: dict, tol: parity.Tolerance) -> str:
+    """A failure whose relative error is small (outputs in the hundreds) may want ``--rtol``: say it exists."""
+    if tol.rtol is None and stats.get("max_rel") is not None and stats["max_rel"] <= 1e-3:
+        return f" (max rel {stats['max_rel']:.2g}: for large outputs, --rtol gates relative error too)"
+    return ""

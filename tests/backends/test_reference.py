@@ -13,7 +13,7 @@ import lndeploy
 from lndeploy.backends import TensorMeta
 from lndeploy.backends.reference import ReferenceSession
 from lndeploy.errors import BadInputError
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 from tests.conftest import zoo_model
 
 

@@ -148,7 +148,7 @@ def test_model_example_sizes_set_opt(workdir):
 
 
 def test_real_plugin_export_builds_through_the_cli(workdir, run_cli):
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
 
     onnx_path, engine = workdir / "rnn-exported-plugin.onnx", workdir / "rnn-p.engine"
     export(zoo_model("rnn"), onnx_path, ln="plugin", verify=False)

@@ -164,8 +164,12 @@ def test_running_an_engine_without_gpu_exits_3(fnn_engine, run_cli):
     with pytest.raises(UnavailableError, match="needs an NVIDIA GPU") as info:
         lndeploy.Session(engine)
     assert info.value.exit_code == 3
-    done = run_cli("check", zoo_model("fnn"), "--engine", engine)
+    report = engine.parent / "exit3-report.json"
+    done = run_cli("check", zoo_model("fnn"), "--engine", engine, "--report", report)
     assert done.code == 3 and len(done.err.strip().splitlines()) == 1 and "needs an NVIDIA GPU" in done.err
+    data = json.loads(report.read_text())  # a CI gate reads why it could not run
+    assert data["passed"] is False and data["exit_code"] == 3 and "needs an NVIDIA GPU" in data["error"]
+    assert data["artifact"]["path"] == str(engine) and data["schema"].startswith("lndeploy.check/")
 
 
 def test_truncated_engine_is_bad_input_on_any_machine(fnn_engine, tmp_path, run_cli):
@@ -201,7 +205,7 @@ def _rtx_runs_here() -> str | None:
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 def test_gpu_rtx_engine_matches_onnxruntime(tmp_path, ln):
     from lndeploy.backends.tensorrt import build_engine
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
 
     onnx_path, engine = tmp_path / "rnn.onnx", tmp_path / "rnn.engine"
     export(zoo_model("rnn"), onnx_path, ln=ln, verify=False)

@@ -8,7 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 from lndeploy.checker import check
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 from tests.conftest import ZOO, zoo_model
 
 
@@ -81,7 +81,8 @@ def test_cli_ln_plugin_reaches_the_check(run_cli, tmp_path):
     result = run_cli("check", zoo_model("fnn"), "--ln", "plugin", "--report", report)
     assert result.code == 0, result.err
     data = json.loads(report.read_text())
-    assert data["passed"] is True and data["ln"] == "plugin" and "ln=plugin" in data["artifact"]
+    assert data["passed"] is True and data["ln"] == "plugin" and "ln=plugin" in data["artifact"]["path"]
+    assert data["plugin_impl"] == "onnx-function" and len(data["artifact"]["sha256"]) == 64
     assert all(o["max_abs"] <= 1e-4 for o in data["outputs"].values())
 
 
@@ -104,7 +105,9 @@ def test_rtol_loosens_the_gate(fnn_onnx, tmp_path):
     loose = check(zoo_model("fnn"), onnx=str(bad), atol=1e-7, rtol=1e-2)
     assert not strict.passed and loose.passed
     # the summary names the gate that passed it, not the atol alone it exceeds
-    assert "(tolerance atol 1e-07, rtol 0.01)" in loose.summary() and "rtol" not in strict.summary()
+    assert "(tolerance atol 1e-07, rtol 0.01)" in loose.summary() and ", rtol" not in strict.summary()
+    # a failure whose relative error is small says that --rtol exists, and where the worst element is
+    assert "--rtol also passes" in strict.summary() and "worst at [" in strict.summary()
 
 
 def test_a_report_into_a_missing_folder_is_refused_naming_the_option(run_cli, tmp_path):
@@ -179,7 +182,7 @@ def test_an_output_of_another_shape_is_a_parity_failure_naming_both_shapes(run_c
     result = run_cli("check", zoo_model("fnn"), "--onnx", bad)
     assert result.code == 1, result.err
     last = result.out.strip().splitlines()[-1]
-    assert "output 'output' has shape [1, 1, 10] from the artifact but [1, 10] from PyTorch" in last
+    assert "output 'output': shape [1, 1, 10] differs from the reference's [1, 10]" in last
 
 
 UNSEEDED = """

@@ -25,14 +25,14 @@ def test_engine_check_runs_through_polygraphy_trt_runner(tmp_path, ln):
     from lndeploy.backends.tensorrt import build_engine
     from lndeploy.checker import check
     from lndeploy.checker.runners import artifact_runner
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
     from lndeploy.session import Session
 
     onnx_path, engine = tmp_path / "rnn.onnx", tmp_path / "rnn.engine"
     export(zoo_model("rnn"), onnx_path, ln=ln)
     build_engine(onnx_path, engine, runtime="tensorrt", progress=False)
     session = Session(engine)
-    assert type(artifact_runner(session, lambda: session, "tensorrt")).__name__ == "TrtRunner"
+    assert type(artifact_runner(session, "tensorrt")).__name__ == "TrtRunner"
     result = check(zoo_model("rnn"), engine=str(engine))
     assert result.passed, result.summary()
     assert result.provider.startswith("TensorRT")

@@ -6,7 +6,7 @@ import math
 import torch
 
 from lndeploy.checker import check
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 
 
 class LogOfNorm(torch.nn.Module):

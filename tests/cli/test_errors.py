@@ -68,7 +68,7 @@ def test_session_input_name_not_in_model(tmp_path):
 
     from lndeploy import Session
     from lndeploy.errors import BadInputError
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
 
     path = tmp_path / "f.onnx"
     export(zoo_model("fnn"), path)

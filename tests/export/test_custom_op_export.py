@@ -5,7 +5,7 @@ import textwrap
 import onnx
 
 from lndeploy import plugin_spec
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 
 
 def test_custom_op_becomes_one_layernormalization(tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from lndeploy import Session, plugin_spec
 from lndeploy.errors import BadInputError
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 from tests.conftest import ZOO, zoo_model
 
 LN_COUNT = {"fnn": 2, "cnn": 2, "rnn": 1, "lstm": 3, "gru": 2, "transformer": 3}

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from lndeploy.checker import check
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 
 
 class RMSNormModel(nn.Module):

@@ -9,7 +9,7 @@ from torch import nn
 from lndeploy import Session
 from lndeploy.checker import check
 from lndeploy.errors import BadInputError
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 
 
 class Returns(nn.Module):

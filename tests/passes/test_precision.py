@@ -24,7 +24,8 @@ import lndeploy
 from lndeploy import inputs as gen
 from lndeploy import modelfile, plugin_spec
 from lndeploy.errors import BadInputError, ParityError
-from lndeploy.exporter import export, verify
+from lndeploy.exporter import verify
+from lndeploy.pipeline import export, verification_runner
 from lndeploy.passes import ln_to_plugin
 from lndeploy.passes.precision import FLOAT, FLOAT16, BFLOAT16, plan_precision, tensor_types
 from tests.conftest import ZOO, zoo_model
@@ -139,7 +140,7 @@ def test_bad_precision_and_already_reduced_models_are_refused(plans, fp32):
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_fp16_plans_pass_export_verification(plans, fp32, name, ln):
-    runs = verify.verify(plans(name, ln, "fp16"), fp32[name][0], "fp16")  # raises beyond 1e-2
+    runs = verify.verify(plans(name, ln, "fp16"), fp32[name][0], "fp16", open_runner=verification_runner)  # raises beyond 1e-2
     assert max(max(run.max_abs.values()) for run in runs) <= 1e-2
 
 
@@ -149,9 +150,9 @@ def test_zoo_bf16_plans_verify_on_the_reference_evaluator(plans, fp32, name, req
         request.applymarker(pytest.mark.xfail(raises=ParityError, strict=True,
                                               reason="bf16 misses SPEC's 1e-2 on this model (BF16_OVER_SPEC)"))
     planned, spec = plans(name, "native", "bf16"), fp32[name][0]
-    sane = verify.run_both(planned, spec, None, precision="bf16")
+    sane = verify.run_both(planned, spec, None, verification_runner, precision="bf16")
     assert max(sane.max_abs.values()) <= BF16_SANE
-    verify.verify(planned, spec, "bf16")
+    verify.verify(planned, spec, "bf16", open_runner=verification_runner)
 
 
 @pytest.mark.parametrize("name, precision, lns", [("gru", "fp16", 2), ("transformer", "bf16", 3)])

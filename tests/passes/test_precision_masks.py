@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lndeploy.checker import check
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 from lndeploy.passes.precision import tensor_types
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lndeploy.exporter import export
+from lndeploy.pipeline import export
 
 
 class OutputAndMore(nn.Module):
