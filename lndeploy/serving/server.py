@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import sysconfig
 import threading
@@ -172,11 +171,9 @@ def _put_libpython_on_path() -> None:
 
 
 def _check_ports_free(host: str, ports) -> None:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as err:
-                raise BadInputError(f"cannot listen on {host}:{port} ({err.strerror}); the server needs --port, "
-                                    f"--port + 1 (gRPC) and --port + 2 (metrics) free: choose another --port") from err
+    from lndeploy.serving.process import port_free
+
+    busy = [p for p in ports if not port_free(host, p)]
+    if busy:
+        raise BadInputError(f"cannot listen on {host}:{busy[0]} (in use); the server needs --port, --port + 1 (gRPC) "
+                            "and --port + 2 (metrics) free: choose another --port")
