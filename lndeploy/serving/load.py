@@ -118,3 +118,21 @@ def _difference(answer: dict, expected: dict) -> float:
             worst = max(worst, float(np.nanmax(np.abs(got.astype(np.float64) - want.astype(np.float64)))) or
                         float("inf"))
     return worst
+
+
+def compare_batching(artifact, feeds: list, *, clients: int = 8, requests_per_client: int = 200, max_batch: int = 8,
+                     python=None, log_dir=None, instances: int = 1) -> dict:
+    """The same load on ``artifact`` served twice in turn: with dynamic batching (``--max-batch
+    max_batch``) and without (``--max-batch 0``). Returns {"dynamic batching": LoadResult, "none": ...}."""
+    from pathlib import Path
+
+    from lndeploy.serving.process import ServerProcess, free_ports
+
+    results = {}
+    for label, batch in (("dynamic batching", max_batch), ("none", 0)):
+        log = Path(log_dir) / f"serve-{batch}.log" if log_dir else None
+        args = ["--max-batch", batch, "--instances", instances]
+        with ServerProcess([artifact], free_ports(), python=python, args=args, log_path=log) as server:
+            results[label] = run_load(server.url, Path(artifact).stem, feeds, clients=clients,
+                                      requests_per_client=requests_per_client)
+    return results

@@ -1,0 +1,52 @@
+"""What `serve` and the kserve backend say before any server runs (fast: no server is started)."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from lndeploy.backends.kserve import parse_url
+from lndeploy.errors import BadInputError
+from lndeploy.serving.server import libpython_dir, plan
+
+
+def test_serve_in_the_core_environment_is_exit_3_with_the_fix(run_cli, zoo_export):
+    # the core venv has numpy 2 and no PyTriton: serve must say where it runs instead
+    done = run_cli("serve", zoo_export("fnn").path, "--port", "18999")
+    assert done.code == 3, done.err
+    assert "environment of its own" in done.err and "make serve-env" in done.err
+
+
+def test_the_interpreters_own_libpython_is_found():
+    folder = libpython_dir()
+    assert folder is not None, "this interpreter was built with --enable-shared here"
+    assert (folder / sysconfig.get_config_var("INSTSONAME")).is_file()
+    assert Path(folder) == Path(sysconfig.get_config_var("LIBDIR"))
+
+
+def test_serving_plan_batches_only_batch_first_models(zoo_export):
+    (gru, fnn) = plan([zoo_export("gru").path, zoo_export("fnn").path], max_batch=8)
+    assert (gru.name, gru.max_batch_size, [t.dims for t in gru.outputs]) == (
+        "gru", 8, [("batch", "seq", 64), ("batch", 64)])
+    assert plan([zoo_export("fnn").path], max_batch=0)[0].max_batch_size == 0
+    with pytest.raises(BadInputError, match="both be model 'fnn'"):
+        plan([zoo_export("fnn").path, zoo_export("fnn").path], max_batch=8)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:1", "http://127.0.0.1", "http://127.0.0.1:8000/v2/models/x"])
+def test_bad_urls_are_bad_input(url):
+    with pytest.raises(BadInputError, match="--url"):
+        parse_url(url)
+
+
+def test_urls_name_their_protocol():
+    assert parse_url("grpc://127.0.0.1:8001") == ("grpc", "127.0.0.1:8001")
+    assert parse_url("127.0.0.1:8000") == ("http", "127.0.0.1:8000")
+
+
+def test_check_refuses_url_with_an_artifact(run_cli, zoo_export):
+    done = run_cli("check", "models/fnn.py", "--onnx", zoo_export("fnn").path, "--url", "http://127.0.0.1:8000",
+                   "--model-name", "fnn")
+    assert done.code == 2 and "give one of --onnx, --engine and --url" in done.err
