@@ -16,6 +16,7 @@ _LAZY = {
     "bench": ("lndeploy.benchmark", "bench"),
     "Session": ("lndeploy.session", "Session"),
     "package": ("lndeploy.serving.repository", "package"),
+    "serve": ("lndeploy.serving.server", "serve"),
     "load_model": ("lndeploy.modelfile", "load"),
     "ModelSpec": ("lndeploy.modelfile", "ModelSpec"),
 }

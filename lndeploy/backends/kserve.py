@@ -29,10 +29,10 @@ class KServeSession(Runner):
         self.scheme, self.address = parse_url(url)
         self.url, self.model_name = url, model_name
         self.client = _client(self.scheme, self.address, timeout_s)
-        self._errors = _exception_class(self.scheme)
+        self._errors = _client_errors()
         try:
-            server = self._json(self.client.get_server_metadata())
-            metadata = self._json(self.client.get_model_metadata(model_name, model_version))
+            server = _as_dict(self.client.get_server_metadata())
+            metadata = _as_dict(self.client.get_model_metadata(model_name, model_version))
         except self._errors as err:
             self.client.close()
             raise self._refusal(err) from err
@@ -74,14 +74,6 @@ class KServeSession(Runner):
     def release(self) -> None:
         self.client.close()
 
-    def _json(self, reply) -> dict:
-        """HTTP replies are dicts already; gRPC ones are protobufs, read as dicts (64-bit ints as text)."""
-        if isinstance(reply, dict):
-            return reply
-        from google.protobuf.json_format import MessageToDict
-
-        return MessageToDict(reply, preserving_proto_field_name=True)
-
     def _refusal(self, err):
         text = " ".join(str(err).split())
         if _unreachable(text):
@@ -118,7 +110,16 @@ def _client(scheme: str, address: str, timeout_s: float):
     return module.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
 
 
-def _exception_class(scheme: str):
+def _as_dict(reply) -> dict:
+    """HTTP replies are dicts already; gRPC ones are protobufs, read as dicts (64-bit ints as text)."""
+    if isinstance(reply, dict):
+        return reply
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(reply, preserving_proto_field_name=True)
+
+
+def _client_errors() -> tuple:
     from tritonclient.utils import InferenceServerException
 
     return (InferenceServerException, ConnectionError, OSError)
