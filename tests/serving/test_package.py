@@ -8,6 +8,7 @@ text_format into tritonclient's ``ModelConfig``, as Triton parses it.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import onnx
 import pytest
@@ -73,7 +74,7 @@ def test_six_zoo_models_fp32_and_fp16_write_configs_that_match_each_onnx_file(tm
     fp32 = [zoo_export(name).path for name in ZOO]
     done = run_cli("package", *fp32, *zoo_fp16, "--triton-repo", tmp_path / "repo")
     assert done.code == 0, done.err
-    for onnx_path in [*map(_path, fp32), *zoo_fp16]:
+    for onnx_path in [*map(Path, fp32), *zoo_fp16]:
         folder = tmp_path / "repo" / onnx_path.stem
         config = parse_config(folder)
         assert config.name == onnx_path.stem and config.platform == "onnxruntime_onnx"
@@ -82,13 +83,7 @@ def test_six_zoo_models_fp32_and_fp16_write_configs_that_match_each_onnx_file(tm
     fp16_types = {i.data_type for i in onnx.load(str(zoo_fp16[0])).graph.initializer}
     assert onnx.TensorProto.FLOAT16 in fp16_types  # really an fp16 plan (fp32 I/O, fp16 weights)
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == sorted(
-        [n for n in ZOO] + [f"{n}_fp16" for n in ZOO])  # no staging folders left
-
-
-def _path(p):
-    from pathlib import Path
-
-    return Path(p)
+        ZOO + [f"{n}_fp16" for n in ZOO])  # no staging folders left
 
 
 def test_rtx_engine_packages_as_tensorrt_plan_within_its_profile(tmp_path, zoo_export):

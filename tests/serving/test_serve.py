@@ -8,6 +8,7 @@ test stops the server with SIGTERM and checks that it and every process it start
 
 from __future__ import annotations
 
+import re
 import urllib.request
 
 import numpy as np
@@ -61,7 +62,8 @@ def test_answers_are_exactly_session_run(server, scheme, name):
     port = server.port if scheme == "http" else server.port + 1
     local = Session(str(server.artifacts_by_name[name]))
     with Session(f"{scheme}://127.0.0.1:{port}", model_name=name) as remote:
-        assert remote.provider == f"triton-{scheme}://127.0.0.1:{port} model {name} v1 (triton 2.51.0)"
+        assert re.fullmatch(rf"triton-{scheme}://127\.0\.0\.1:{port} model {name} v1 \(triton \d+\.\d+\.\d+\)",
+                            remote.provider), remote.provider
         assert remote.input_names == local.input_names and remote.output_names == local.output_names
         for feed in feeds(name):
             answer, expected = remote.run(feed), local.run(feed)
@@ -83,11 +85,11 @@ def test_check_at_the_endpoint_passes(server, run_cli, tmp_path):
     done = run_cli("check", zoo_model("transformer"), "--url", server.url, "--model-name", "transformer",
                    "--report", report)
     assert done.code == 0, done.err
-    assert f"on kserve [triton-http://127.0.0.1:{server.port} model transformer v1 (triton 2.51.0)]" in done.out
+    assert f"on kserve [triton-http://127.0.0.1:{server.port} model transformer v1 (triton " in done.out
     import json
 
     facts = json.loads(report.read_text())
-    assert facts["passed"] and facts["provider"].endswith("model transformer v1 (triton 2.51.0)")
+    assert facts["passed"] and "model transformer v1 (triton " in facts["provider"]
     assert facts["outputs"]["output"]["max_abs"] < 1e-4
 
 

@@ -50,3 +50,20 @@ def test_check_refuses_url_with_an_artifact(run_cli, zoo_export):
     done = run_cli("check", "models/fnn.py", "--onnx", zoo_export("fnn").path, "--url", "http://127.0.0.1:8000",
                    "--model-name", "fnn")
     assert done.code == 2 and "give one of --onnx, --engine and --url" in done.err
+
+
+def test_the_two_environments_keep_their_numpy():
+    """docs/serving.md, "Two environments": the core keeps numpy 2 (the onnx-reference backend's fp16
+    overflow fidelity, tests/passes/test_precision.py, needs it); PyTriton lives with numpy 1 next door."""
+    import subprocess
+
+    import numpy as np
+
+    from lndeploy.serving.process import serve_python
+    from tests.conftest import REPO
+
+    assert int(np.__version__.split(".")[0]) >= 2
+    code = "import numpy, pytriton.triton, tritonclient.grpc, lndeploy.session; print(numpy.__version__)"
+    done = subprocess.run([str(serve_python(REPO)), "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split(".")[0]) < 2
