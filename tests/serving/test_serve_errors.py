@@ -67,3 +67,16 @@ def test_the_two_environments_keep_their_numpy():
     done = subprocess.run([str(serve_python(REPO)), "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split(".")[0]) < 2
+
+
+def test_core_and_dev_installs_do_not_pull_pytriton():
+    import re
+    import tomllib
+
+    from tests.conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    names = lambda specs: {re.split(r"[\[<>=~!; ]", s, maxsplit=1)[0] for s in specs}  # noqa: E731
+    assert "nvidia-pytriton" not in names(project["dependencies"]) | names(extras["dev"])
+    assert "nvidia-pytriton" in names(extras["serve"]) and "tritonclient" in names(extras["dev"])
