@@ -44,8 +44,9 @@ class Session:
     """Run a deployed artifact: ``Session("m.onnx").run({"x": array})`` -> ``{name: numpy array}``.
 
     ``backend``: ``onnxruntime`` (default for .onnx), ``onnx-reference`` (ONNX's reference evaluator:
-    slow, exact dtype semantics) ``tensorrt`` (default for .engine) or ``kserve`` (default for an ``http://``/``grpc://`` URL: a model
-    on a KServe v2 server, ``model_name=`` required). ``provider`` tells what ran.
+    slow, exact dtype semantics), ``tensorrt`` (default for .engine) or ``kserve`` (default for an
+    ``http://`` or ``grpc://`` URL: a model on a KServe v2 server, ``model_name=`` required).
+    ``provider`` tells what ran.
     ONNX Runtime sessions are the ones ``lndeploy bench`` times (``providers``, ``threads`` and
     ``disabled_optimizers`` may be given as keywords). A context manager: ``with Session(p) as s:``
     closes it on leaving. The backend's runner (``lndeploy.backends.base.Runner``) is ``runner``."""

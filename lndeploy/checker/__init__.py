@@ -120,7 +120,10 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
         # before minutes of export and inference, not after
         raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
-    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
+    if model_name is not None and url is None:
+        raise BadInputError("--model-name names a model on a server: give the server's --url too")
+    served = f"{url} model {model_name}" if url else None
+    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else served,
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
@@ -149,11 +152,11 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
     backend = backend or ("tensorrt" if engine is not None else "kserve" if url else "onnxruntime")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
+    context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol})
     if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
         result = compare(spec, url, "kserve", tol, samples, seed, debug, model_name=model_name)
-        result.artifact, result.precision, result.ln = f"{url} model {model_name}", precision, ln
+        result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
         return result
-    context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol})
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:

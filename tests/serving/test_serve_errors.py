@@ -50,6 +50,8 @@ def test_check_refuses_url_with_an_artifact(run_cli, zoo_export):
     done = run_cli("check", "models/fnn.py", "--onnx", zoo_export("fnn").path, "--url", "http://127.0.0.1:8000",
                    "--model-name", "fnn")
     assert done.code == 2 and "give one of --onnx, --engine and --url" in done.err
+    done = run_cli("check", "models/fnn.py", "--model-name", "fnn")
+    assert done.code == 2 and "give the server's --url too" in done.err
 
 
 def test_the_two_environments_keep_their_numpy():
