@@ -102,16 +102,16 @@ class ServerProcess:
             client.close()
         raise UnavailableError(f"lndeploy serve was not ready after {self.ready_timeout_s:.0f} s: {self.log_tail()}")
 
-    def stop(self, timeout_s: float = 60) -> tuple[int, list[int]]:
-        """SIGTERM the serve process, wait for it; returns (exit code, descendants still alive). On a
-        timeout the whole process group is killed and UnavailableError raised."""
+    def stop(self, timeout_s: float = 60, signal_number: int = signal.SIGTERM) -> tuple[int, list[int]]:
+        """Signal the serve process (SIGTERM, or SIGINT as Ctrl-C would), wait for it; returns (exit code,
+        descendants still alive). On a timeout the whole process group is killed and UnavailableError raised."""
         tree = descendants(self.process.pid)
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signal_number)
         try:
             code = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise UnavailableError(f"lndeploy serve did not stop within {timeout_s:.0f} s of SIGTERM: "
+            raise UnavailableError(f"lndeploy serve did not stop within {timeout_s:.0f} s of the signal: "
                                    f"{self.log_tail()}") from None
         finally:
             self._log.close()

@@ -82,3 +82,17 @@ def test_core_and_dev_installs_do_not_pull_pytriton():
     names = lambda specs: {re.split(r"[\[<>=~!; ]", s, maxsplit=1)[0] for s in specs}  # noqa: E731
     assert "nvidia-pytriton" not in names(project["dependencies"]) | names(extras["dev"])
     assert "nvidia-pytriton" in names(extras["serve"]) and "tritonclient" in names(extras["dev"])
+
+
+@pytest.mark.slow  # one server start (~15 s here)
+def test_sigint_stops_a_server_like_sigterm(zoo_export, tmp_path):
+    import signal
+
+    from lndeploy.serving.process import ServerProcess, descendants, free_ports, serve_python
+    from tests.conftest import REPO
+
+    with ServerProcess([zoo_export("fnn").path], free_ports(), python=serve_python(REPO),
+                       log_path=tmp_path / "serve.log") as server:
+        assert descendants(server.process.pid)  # tritonserver and its stub are running
+        code, left = server.stop(signal_number=signal.SIGINT)
+    assert (code, left) == (0, []), server.log_tail()
