@@ -9,9 +9,12 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.lndeploy-installed
+# lndeploy serve runs in a second venv: PyTriton pins numpy<2, the core needs numpy 2 (docs/serving.md)
+SERVE_VENV ?= .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.lndeploy-installed
 DEMO_MODEL ?= transformer
 
-.PHONY: demo test test-quick setup clean
+.PHONY: demo test test-quick setup serve-env clean
 
 setup: $(STAMP)
 
@@ -22,18 +25,27 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+serve-env: $(SERVE_STAMP)
+
+$(SERVE_STAMP): pyproject.toml setup.py
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(SERVE_VENV)/bin/python -m pip install -q $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)") "$(TORCH_SPEC)"; fi
+	$(SERVE_VENV)/bin/python -m pip install -q -e ".[serve]"
+	touch $(SERVE_STAMP)
+
 demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/lndeploy export models/$(DEMO_MODEL).py -o out/$(DEMO_MODEL).onnx
 	$(BIN)/lndeploy inspect out/$(DEMO_MODEL).onnx
 	$(BIN)/lndeploy check models/$(DEMO_MODEL).py --onnx out/$(DEMO_MODEL).onnx --report out/$(DEMO_MODEL)-report.json
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) $(SERVE_STAMP)
+	LNDEPLOY_SERVE_PYTHON=$(abspath $(SERVE_VENV))/bin/python $(BIN)/python -m pytest -q
 
 # the suite without the tests marked slow (each over a few seconds); `make test` runs them all
-test-quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+test-quick: $(STAMP) $(SERVE_STAMP)
+	LNDEPLOY_SERVE_PYTHON=$(abspath $(SERVE_VENV))/bin/python $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

@@ -11,7 +11,7 @@ import numpy as np
 
 from lndeploy.errors import BadInputError
 
-BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt")
+BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt", "kserve")
 
 
 @dataclass(frozen=True)

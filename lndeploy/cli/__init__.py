@@ -21,6 +21,8 @@ COMMANDS = {
     "fuse": ("lndeploy.cli.fuse_cmd", "Rewrite primitive-op LayerNorm in an ONNX file into one node."),
     "build": ("lndeploy.cli.build_cmd", "ONNX -> TensorRT engine (TensorRT or TensorRT-RTX)."),
     "bench": ("lndeploy.cli.bench_cmd", "Latency and throughput per backend, PyTorch as baseline."),
+    "package": ("lndeploy.cli.package_cmd", "Triton Inference Server model repository from artifacts."),
+    "serve": ("lndeploy.cli.serve_cmd", "A local Triton server (KServe v2 HTTP/gRPC) over artifacts."),
 }
 INTERNAL_ERROR = 4
 INTERRUPTED = 128 + signal.SIGINT

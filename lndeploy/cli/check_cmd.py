@@ -28,8 +28,11 @@ from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debu
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="When exporting: the precision plan [default: fp32; with an artifact: its own]. Sets the default atol.")
 @click.option("--opset", type=click.IntRange(min=1), help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--url", help="A KServe v2 server (http://HOST:PORT or grpc://HOST:PORT) that serves the artifact.")
+@click.option("--model-name", help="With --url: the served model's name.")
 @click.pass_context
-def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset):
+def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, url,
+            model_name):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -40,12 +43,14 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     Example:
       lndeploy check models/rnn.py --report report.json
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
+      lndeploy check models/rnn.py --url http://127.0.0.1:8000 --model-name rnn
     """
     from lndeploy.checker import check
 
     echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
     result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
-                   report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx))
+                   report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx),
+                   url=url, model_name=model_name)
     for name, stats in result.outputs.items():
         echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
              f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']}")
