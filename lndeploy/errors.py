@@ -34,3 +34,20 @@ def first_line(err: BaseException) -> str:
     (onnx, ONNX Runtime, torch) raise messages of many lines, and lndeploy's errors are one line."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the CLI's handler so that cleanup (temp files) runs as for Ctrl-C. A
+    ``KeyboardInterrupt`` so that everything that lets Ctrl-C through lets it through (exit 143)."""
+
+
+def interrupt_in(err: BaseException | None) -> KeyboardInterrupt | None:
+    """A KeyboardInterrupt (or ``Terminated``) anywhere in ``err``'s cause/context chain: libraries
+    (torch's exporter) wrap a Ctrl-C in errors of their own, and it must stay a Ctrl-C."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

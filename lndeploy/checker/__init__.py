@@ -97,7 +97,7 @@ def _nan_high(value) -> float:
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
-          example_inputs=None, dynamic_axes=None) -> CheckResult:
+          example_inputs=None, dynamic_axes=None, url: str | None = None, model_name: str | None = None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -105,25 +105,35 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
-    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. Returns a
+    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``url`` and
+    ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md). Returns a
     ``CheckResult``; the caller decides what a failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
 
-    if onnx is not None and engine is not None:
-        raise BadInputError("give either --onnx or --engine, not both")
+    if sum(a is not None for a in (onnx, engine, url)) > 1:
+        raise BadInputError("give one of --onnx, --engine and --url")
     for name, value in (("atol", atol), ("rtol", rtol)):
         if value is not None and not 0 <= value < float("inf"):
             raise BadInputError(f"{name} must be a finite number >= 0, got {value}")
-    if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
-        # before minutes of export and inference, not after
-        raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
-    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise BadInputError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise BadInputError(f"samples must be a positive integer, got {samples!r}")
+    if report is not None:  # before minutes of export and inference, not after ("-": stdout)
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"--report": report}, {"MODEL": model_file(model), "--onnx": onnx, "--engine": engine,
+                                               "the engine's sidecar": f"{engine}.json" if engine else None})
+    if model_name is not None and url is None:
+        raise BadInputError("--model-name names a model on a server: give the server's --url too")
+    served = f"{url} model {model_name}" if url else None
+    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else served,
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context)
+                        example_inputs, dynamic_axes, context, url, model_name)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -134,7 +144,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict) -> CheckResult:
+           dynamic_axes, context: dict, url=None, model_name=None) -> CheckResult:
     from lndeploy import modelfile, parity
     from lndeploy.checker import report as reports
     from lndeploy.checker.compare import compare
@@ -146,9 +156,13 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
             raise BadInputError(f"artifact not found: {artifact}")
         ln, precision = _artifact_form(artifact, ln, precision, opset)
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
-    backend = backend or ("tensorrt" if engine is not None else "onnxruntime")
+    backend = backend or ("tensorrt" if engine is not None else "kserve" if url else "onnxruntime")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
     context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol})
+    if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
+        result = compare(spec, url, "kserve", tol, samples, seed, debug, model_name=model_name)
+        result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
+        return result
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
