@@ -111,7 +111,7 @@ def command(target, backends, batch, threads, budget, max_runs, dims, malloc_def
 
 class _ProgressBar:
     """click.progressbar on stderr, opened at the first timed slice. Set-up steps ("preparing
-    onnxruntime") are held until then: a run that ends in an error prints one line (SPEC section 2),
+    onnxruntime") are held until then: a run that ends in an error prints one line (README 'What it does'),
     not the steps that led to it."""
 
     STEPS = 1000

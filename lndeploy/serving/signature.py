@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lndeploy.backends.tensorrt.sidecar import ENGINE_SUFFIXES, is_engine
 from lndeploy.errors import BadInputError
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 # numpy dtype name -> Triton's DataType (model_config.proto)
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
@@ -78,7 +77,7 @@ def read(path) -> Signature:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"artifact not found: {path}")
-    if path.suffix in ENGINE_SUFFIXES:
+    if is_engine(path):
         return _read_engine(path)
     if path.suffix != ".onnx":
         raise BadInputError(f"{path}: expected an ONNX file (.onnx) or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})")
