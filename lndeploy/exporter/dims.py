@@ -8,10 +8,10 @@ computes every length right, so ONNX Runtime matches PyTorch at other lengths, b
 such call ("Expected shape from model of {-1,10,7} does not match actual shape of {3,33,7}"), and
 whoever reads the declared shape (a TensorRT profile, a Triton config) takes the length as fixed.
 
-Which output dims follow the inputs' dynamic dims is measured rather than inferred (ONNX shape
-inference loses symbols at Shape -> Concat -> Reshape): PyTorch runs at the example's sizes and at the
-second sizes that verification uses (README 'How export is verified'); an output dim whose size changes
-between the two follows a dynamic dim. :func:`name_output_dims` makes each such dim symbolic (named like
+Which output dims follow the inputs' dynamic dims is measured: PyTorch runs at the example's sizes and
+at the second sizes that verification uses (README 'How export is verified'); an output dim whose size
+changes between the two follows a dynamic dim. Only outputs with a fixed dim that ONNX shape inference
+(from the inputs alone) does not confirm are measured, so most exports cost no extra PyTorch run. :func:`name_output_dims` makes each such dim symbolic (named like
 the input dim whose size it has at both sizes, else ``<output>_dim<i>``) and has the values leading to it
 typed again by ONNX shape inference; :func:`check_output_dims` is the verification step that fails an
 export where one is still a fixed number.
@@ -19,14 +19,21 @@ export where one is still a fixed number.
 
 from __future__ import annotations
 
-from lndeploy.errors import ParityError
+from lndeploy.errors import BadInputError, ParityError, first_line
 from lndeploy.modelfile import ModelSpec
 
 
 def following_dims(model, spec: ModelSpec, sizes: dict[str, int]) -> dict[str, dict[int, tuple[str | None, int]]]:
     """Graph output name -> {dim index: (name of the input dim it equals or None, its example size)} for
     every output dim whose PyTorch size differs between the example's sizes and ``sizes`` (label -> size)."""
-    before = _pytorch_shapes(spec, None)
+    suspects = _unconfirmed_fixed_outputs(model)
+    if not suspects:
+        return {}
+    try:
+        before = _pytorch_shapes(spec, None)
+    except Exception as err:  # the example ran before (export): the model's own fault, one line (exit 2)
+        raise BadInputError(f"{spec.source}: forward() raised {type(err).__name__} on the example inputs: "
+                            f"{first_line(err)}") from err
     try:
         after = _pytorch_shapes(spec, sizes)
     except Exception:  # the model refuses these sizes: verification runs PyTorch there too and says so
@@ -34,7 +41,7 @@ def following_dims(model, spec: ModelSpec, sizes: dict[str, int]) -> dict[str, d
     names = _input_dim_names(model, spec, sizes)
     found = {}
     for output, shape, other in zip(model.graph.output, before, after):
-        if len(shape) != len(other):
+        if output.name not in suspects or len(shape) != len(other):
             continue  # a rank that changes with the sizes: verification's shape check reports it
         moving = {i: (_matching_name(names, a, b), a) for i, (a, b) in enumerate(zip(shape, other)) if a != b}
         if moving:
@@ -92,6 +99,33 @@ def check_output_dims(model, spec: ModelSpec, sizes: dict[str, int]) -> None:
                     f"(PyTorch at sizes {sizes} gives another size): ONNX Runtime would warn at every "
                     f"other size and TensorRT or Triton would read the dim as fixed"
                 )
+
+
+def _unconfirmed_fixed_outputs(model) -> set[str]:
+    """Outputs with a fixed dim that ONNX shape inference, from the graph's inputs alone (the exporter's
+    value_info and output shapes set aside), does not find at that same size. Only these are measured:
+    a model whose output dims inference confirms costs no PyTorch run (the zoo models, for instance)."""
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    for output in probe.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    try:
+        inferred = {o.name: o.type.tensor_type.shape.dim
+                    for o in onnx.shape_inference.infer_shapes(probe, data_prop=True).graph.output}
+    except Exception:  # inference gives up on the graph: every fixed dim is unconfirmed
+        inferred = {}
+    suspects = set()
+    for output in model.graph.output:
+        found = inferred.get(output.name, [])
+        for index, dim in enumerate(output.type.tensor_type.shape.dim):
+            confirmed = index < len(found) and found[index].HasField("dim_value") \
+                and found[index].dim_value == dim.dim_value
+            if dim.HasField("dim_value") and not confirmed:
+                suspects.add(output.name)
+    return suspects
 
 
 def _pytorch_shapes(spec: ModelSpec, sizes: dict[str, int] | None) -> list[tuple[int, ...]]:
