@@ -26,8 +26,15 @@ from lndeploy.cli.options import debug_flag
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="When exporting: the precision plan [default: fp32; with an artifact: its own]. Sets the default atol.")
 @click.option("--opset", type=int, help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--budget", type=click.Choice(["auto", "fixed"]),
+              help="auto: pass within max(atol, 3 x PyTorch's own fp16/bf16 error on the same inputs); fixed: "
+                   "atol alone [default: auto for fp16/bf16 without --atol, else fixed].")
+@click.option("--plugin-impl", type=click.Choice(["onnx", "kernel"]),
+              help="What runs plugin nodes on the CPU: onnx (ONNX's LayerNormalization) or kernel (lndeploy's "
+                   "Triton kernel under the Triton interpreter; on --backend onnx-reference) [default: onnx].")
 @click.pass_context
-def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset):
+def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, budget,
+            plugin_impl):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -38,15 +45,20 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     Example:
       lndeploy check models/rnn.py --report report.json
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
+      lndeploy check models/transformer.py --precision bf16 --backend onnx-reference --budget auto
+      lndeploy check models/transformer.py --ln plugin --plugin-impl kernel
     """
     from lndeploy.checker import check
 
     echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
     result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
-                   report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx))
+                   report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx),
+                   budget=budget, plugin_impl=plugin_impl)
     for name, stats in result.outputs.items():
         echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
              f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']}")
+    if result.plugin_impl:
+        echo(f"  plugin nodes ran on: {result.plugin_impl}")
     for note in result.notes:
         echo(f"  note: {note}")
     for skip in result.skipped:
