@@ -80,10 +80,11 @@ def test_kernel_runs_plugin_nodes_in_every_dtype_over_several_trailing_axes(dtyp
     var = x64.var(axis=(-2, -1), keepdims=True)
     expected = (x64 - mean) / np.sqrt(var + 1e-5) * scale + bias
     err = float(np.abs(y.astype(np.float64) - expected).max())
-    print(dtype, "kernel vs float64 LN:", err)  # measured: fp32 4.8e-7, fp16 2.0e-3, bf16 1.6e-2 (|y| up to 6)
+    print(dtype, "kernel vs float64 LN:", err)  # measured: fp32 3.4e-7, fp16 9.7e-4, bf16 1.6e-2 (|y| up to 6)
     assert err <= bound
 
 
+@pytest.mark.slow
 def test_a_wrong_kernel_changes_plugin_nodes_inside_a_scan_body(plugin_exports, wrong_kernel, monkeypatch):
     """The RNN's only LN is inside its Scan body: the wrong kernel moving the output proves the
     evaluator ran the kernel there, and the right one matching ONNX's LayerNormalization proves it
@@ -100,10 +101,11 @@ def test_a_wrong_kernel_changes_plugin_nodes_inside_a_scan_body(plugin_exports, 
             runs[name] = s.run(feed)
     right = max(float(np.abs(runs["kernel"][k] - runs["onnx"][k]).max()) for k in runs["onnx"])
     wrong = max(float(np.abs(runs["wrong"][k] - runs["onnx"][k]).max()) for k in runs["onnx"])
-    print("rnn Scan, kernel vs ONNX LN:", right, "wrong kernel:", wrong)  # measured: 0.0 and 4.3e-2
+    print("rnn Scan, kernel vs ONNX LN:", right, "wrong kernel:", wrong)  # measured: 0.0 and 9.2e-3
     assert right <= 1e-6 and wrong > 1e-3
 
 
+@pytest.mark.slow
 def test_check_with_the_kernel_passes_and_the_report_says_kernel(plugin_exports, run_cli, tmp_path):
     report = tmp_path / "r.json"
     done = run_cli("check", zoo_model("transformer"), "--onnx", plugin_exports("transformer"), "--plugin-impl",
@@ -115,15 +117,16 @@ def test_check_with_the_kernel_passes_and_the_report_says_kernel(plugin_exports,
     assert "plugin nodes ran on: kernel" in done.out
 
 
+@pytest.mark.slow
 def test_check_with_a_wrong_kernel_fails_with_exit_1(plugin_exports, run_cli, wrong_kernel, tmp_path):
     report = tmp_path / "r.json"
     done = run_cli("check", zoo_model("transformer"), "--onnx", plugin_exports("transformer"), "--plugin-impl",
                    "kernel", "--samples", "2", "--report", report)
     assert done.code == 1, done.out + done.err
     data = json.loads(report.read_text())
-    print("transformer, wrong kernel:", data["outputs"]["output"]["max_abs"])  # measured: 1.5e-2
     assert data["plugin_impl"] == "kernel" and data["outputs"]["output"]["max_abs"] > 1e-3
     assert "parity FAILED" in done.out
+    print("transformer, wrong kernel:", data["outputs"]["output"]["max_abs"])  # measured: 1.4e-2
 
 
 def test_the_default_still_runs_onnx_layernormalization(plugin_exports, run_cli, wrong_kernel, tmp_path):
