@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "export": ("lndeploy.pipeline", "export"),
     "check": ("lndeploy.checker", "check"),
-    "fuse": ("lndeploy.passes.fuse", "fuse"),
+    "fuse": ("lndeploy.pipeline", "fuse"),
     "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),
     "bench": ("lndeploy.benchmark", "bench"),
     "Session": ("lndeploy.session", "Session"),

@@ -116,8 +116,8 @@ def generate(specs: list[InputSpec], sizes: dict[str, int], seed: int) -> dict[s
     feed = {}
     for spec in specs:
         shape = concrete_shape(spec, sizes)
-        if spec.dtype.kind == "f":
-            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        if spec.dtype.kind == "f" or spec.dtype.name == "bfloat16":  # ml_dtypes' bf16 is kind "V"
+            feed[spec.name] = rng.standard_normal(shape).astype(np.float32).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             feed[spec.name] = rng.integers(0, 2, shape).astype(bool)
         else:

@@ -8,7 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lndeploy import plugin_spec
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 from tests.conftest import zoo_model
 from tests.passes.conftest import example_feed
@@ -103,6 +104,6 @@ def test_bf16_model_is_verified_on_the_reference_evaluator(tmp_path):
     result = fuse(model, tmp_path / "p.onnx", to="plugin")
     assert result.counts["to_plugin"] == 1
     verification = result.to_dict()["verification"]
-    assert verification["backend"] == "onnx-reference" and len(verification["samples"]) == 2
+    assert verification["backend"] == "onnx-reference" and len(verification["samples"]) == 3
     assert all(s["max_abs"]["y"] <= 1e-2 for s in verification["samples"])
     assert (tmp_path / "p.onnx").exists()

@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 from tests.conftest import ZOO, zoo_model
 from tests.passes.conftest import CONVNEXT, example_feed, torch_outputs
 
