@@ -15,6 +15,8 @@ _LAZY = {
     "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),
     "bench": ("lndeploy.benchmark", "bench"),
     "Session": ("lndeploy.session", "Session"),
+    "package": ("lndeploy.serving.repository", "package"),
+    "serve": ("lndeploy.serving.server", "serve"),
     "load_model": ("lndeploy.modelfile", "load"),
     "ModelSpec": ("lndeploy.modelfile", "ModelSpec"),
 }

@@ -104,8 +104,8 @@ def _nan_high(value) -> float:
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
-          example_inputs=None, dynamic_axes=None, budget: str | None = None,
-          plugin_impl: str | None = None) -> CheckResult:
+          example_inputs=None, dynamic_axes=None, url: str | None = None, model_name: str | None = None,
+          budget: str | None = None, plugin_impl: str | None = None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -113,7 +113,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
-    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``budget``:
+    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``url`` and
+    ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md). ``budget``:
     ``auto`` (default for fp16/bf16 without ``atol``: the gate is ``max(atol, k x PyTorch's own error in
     that precision)``, lndeploy.checker.budget) or ``fixed`` (the tolerance alone). ``plugin_impl``:
     ``onnx`` (default: plugin nodes run as ONNX's LayerNormalization) or ``kernel`` (lndeploy's Triton
@@ -123,19 +124,28 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
 
-    if onnx is not None and engine is not None:
-        raise BadInputError("give either --onnx or --engine, not both")
+    if sum(a is not None for a in (onnx, engine, url)) > 1:
+        raise BadInputError("give one of --onnx, --engine and --url")
     for name, value in (("atol", atol), ("rtol", rtol)):
         if value is not None and not 0 <= value < float("inf"):
             raise BadInputError(f"{name} must be a finite number >= 0, got {value}")
-    if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
-        # before minutes of export and inference, not after
-        raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
-    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise BadInputError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise BadInputError(f"samples must be a positive integer, got {samples!r}")
+    if report is not None:  # before minutes of export and inference, not after ("-": stdout)
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"--report": report}, {"MODEL": model_file(model), "--onnx": onnx, "--engine": engine,
+                                               "the engine's sidecar": f"{engine}.json" if engine else None})
+    if model_name is not None and url is None:
+        raise BadInputError("--model-name names a model on a server: give the server's --url too")
+    served = f"{url} model {model_name}" if url else None
+    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else served,
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context, budget, plugin_impl)
+                        example_inputs, dynamic_axes, context, url, model_name, budget, plugin_impl)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -146,7 +156,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict, budget_mode=None, plugin_impl=None) -> CheckResult:
+           dynamic_axes, context: dict, url=None, model_name=None, budget_mode=None, plugin_impl=None) -> CheckResult:
     from lndeploy import modelfile, parity
     from lndeploy.checker import budget as budgets
     from lndeploy.checker import report as reports
@@ -159,11 +169,18 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
             raise BadInputError(f"artifact not found: {artifact}")
         ln, precision = _artifact_form(artifact, ln, precision, opset)
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
-    backend, plugin_impl = _plugin_backend(plugin_impl, backend, engine, ln)
+    plugin_impl = _plugin_option(plugin_impl, backend, engine is not None or url is not None, ln)
+    backend = backend or ("onnx-reference" if plugin_impl == "kernel" else "tensorrt" if engine is not None else
+                          "kserve" if url else "onnxruntime")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
     gate = budgets.plan(budget_mode, precision, tol, atol_given=atol is not None)
     context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol},
                    budget=gate.to_dict())
+    if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
+        result = compare(spec, url, "kserve", tol, samples, seed, debug, budget=gate, model_name=model_name)
+        result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
+        result.budget = gate.to_dict()
+        return result
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
@@ -188,21 +205,22 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     return result
 
 
-def _plugin_backend(plugin_impl: str | None, backend: str | None, engine, ln: str) -> tuple[str, str]:
-    """The backend and plugin implementation to run: ``kernel`` runs on the reference evaluator (the
-    default backend then), needs plugin nodes, and cannot run an engine (its plugin is TensorRT's)."""
+def _plugin_option(plugin_impl: str | None, backend: str | None, not_onnx: bool, ln: str) -> str:
+    """``--plugin-impl``, checked: ``kernel`` runs inside the reference evaluator (the default backend
+    then), so it needs an ONNX artifact with plugin nodes (an engine's plugin is TensorRT's, a served
+    model's is the server's)."""
     plugin_impl = plugin_impl or "onnx"
     if plugin_impl not in ("onnx", "kernel"):
         raise BadInputError(f"--plugin-impl must be onnx or kernel, got {plugin_impl!r}")
     if plugin_impl == "onnx":
-        return backend or ("tensorrt" if engine is not None else "onnxruntime"), plugin_impl
-    if engine is not None or backend not in (None, "onnx-reference"):
+        return plugin_impl
+    if not_onnx or backend not in (None, "onnx-reference"):
         raise BadInputError("--plugin-impl kernel runs lndeploy's Triton kernel inside ONNX's reference evaluator: "
                             "use it with --backend onnx-reference (the default then) and an ONNX artifact")
     if ln != "plugin":
         raise BadInputError("--plugin-impl kernel: the artifact has no plugin nodes for the kernel to run; "
                             "export with --ln plugin")
-    return "onnx-reference", plugin_impl
+    return plugin_impl
 
 
 def _plugin_impl(ln: str, backend: str, plugin_impl: str = "onnx") -> str | None:

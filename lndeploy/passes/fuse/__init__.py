@@ -86,7 +86,10 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
 
     if to not in ("native", "plugin"):
         raise BadInputError(f"--to must be 'native' or 'plugin', got {to!r}")
-    _check_folders(output, report)  # before the work, not after it
+    from lndeploy.outpaths import prepare_outputs
+
+    # before the work, not after it; -o onto IN.onnx itself is allowed (an atomic in-place rewrite)
+    prepare_outputs({"-o": output, "--report": report}, {"IN.onnx": input}, in_place=(("-o", "IN.onnx"),))
     source, name = _load(input)
     before = opset_version(source)
     _check_opset(opset, before)
@@ -121,14 +124,6 @@ def _load(input):
 
         return load_model(input), os.fspath(input)
     raise BadInputError(f"fuse takes an ONNX file path or a ModelProto, got {type(input).__name__}")
-
-
-def _check_folders(*paths) -> None:
-    from pathlib import Path
-
-    for path in paths:
-        if path is not None and not (Path(path).parent if str(Path(path).parent) else Path(".")).is_dir():
-            raise BadInputError(f"output folder does not exist: {Path(path).parent}")
 
 
 def _check_opset(opset: int | None, before: int) -> None:
