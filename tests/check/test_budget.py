@@ -46,6 +46,28 @@ def test_limit_is_atol_or_k_times_pytorchs_own_error_whichever_is_larger():
                               "k": budgets.K}
 
 
+class _BesselOfLinear(torch.nn.Module):
+    """``j0(linear(x))``: autocast runs the Linear in bf16, and torch has no bf16 ``bessel_j0`` on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.special.bessel_j0(self.linear(x))
+
+
+def test_where_pytorch_cannot_run_the_precision_the_tolerance_applies_and_a_note_says_why():
+    spec = modelfile.from_module(_BesselOfLinear().eval(), (torch.randn(2, 4, 4),))
+    gate = budgets.plan("auto", "bf16", parity.tolerance("bf16"), atol_given=False)
+    gate.measure(spec, runnable_schedule(spec, 1, 0, {}, []))
+    assert gate.reference_error is None and gate.limit == 1e-2 and not gate.pending
+    assert "PyTorch cannot run the model under bf16 autocast" in gate.notes[0]
+    fp32 = budgets.plan("auto", "fp32", parity.tolerance("fp32"), atol_given=False)
+    fp32.measure(spec, [])
+    assert fp32.limit == 1e-4 and "no reduced precision" in fp32.notes[0]
+
+
 def test_pytorchs_own_error_is_larger_in_bf16_than_in_fp16():
     """bf16 keeps 8 significant bits, fp16 11: PyTorch's own error must say so."""
     spec = modelfile.load(zoo_model("transformer"))
