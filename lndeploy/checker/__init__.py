@@ -33,8 +33,9 @@ class CheckResult:
     sha256: str | None = None  # of the artifact file that ran
     plugin_impl: str | None = None  # what ran the plugin nodes; None without plugin nodes
     budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit}
-    first_divergence: dict | None = None
-    layers: list = field(default_factory=list)
+    first_divergence: dict | None = None  # {node, module, source, max_abs, input_max_abs, ...}
+    layers: list = field(default_factory=list)  # [{node, module, max_abs, over_fraction, ...}] in graph order
+    plots: list = field(default_factory=list)  # PNG paths written by --plots
 
     @property
     def worst(self) -> tuple[str, dict] | None:
@@ -97,7 +98,7 @@ def _nan_high(value) -> float:
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
-          example_inputs=None, dynamic_axes=None) -> CheckResult:
+          example_inputs=None, dynamic_axes=None, layers: str | None = None, plots=None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -105,8 +106,11 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
-    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. Returns a
-    ``CheckResult``; the caller decides what a failure means (the CLI exits 1).
+    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``layers``
+    (``norms``/``all``): compare intermediate tensors even when the check passes (a failed check always
+    compares the normalizations; ``lndeploy.checker.layers``). ``plots``: a folder for PNGs of the
+    error (``lndeploy.checker.plots``; needs matplotlib). Returns a ``CheckResult``; the caller decides
+    what a failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
@@ -119,11 +123,17 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
         # before minutes of export and inference, not after
         raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
+    if layers not in (None, "norms", "all"):
+        raise BadInputError(f"--layers must be norms or all, got {layers!r}")
+    if plots is not None:
+        from lndeploy.checker.plots import check_folder
+
+        check_folder(plots)
     context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context)
+                        example_inputs, dynamic_axes, context, layers, plots)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -134,7 +144,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict) -> CheckResult:
+           dynamic_axes, context: dict, layers=None, plots=None) -> CheckResult:
     from lndeploy import modelfile, parity
     from lndeploy.checker import report as reports
     from lndeploy.checker.compare import compare
@@ -159,14 +169,39 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
                                   atol=tol.atol, rtol=tol.rtol).notes
         digest = reports.sha256(artifact)
         context["artifact"]["sha256"] = digest
-        result = compare(spec, str(artifact), backend, tol, samples, seed, debug)
+        histograms = None
+        if plots is not None:
+            from lndeploy.checker.plots import ErrorHistograms
+
+            histograms = ErrorHistograms()
+        result = compare(spec, str(artifact), backend, tol, samples, seed, debug,
+                         on_sample=histograms.add if histograms else None)
+        if not result.passed or layers:
+            _localise(spec, str(artifact), backend, tol, result, layers or "norms", samples, seed, debug)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln, result.sha256 = precision, ln, digest
     result.plugin_impl = _plugin_impl(ln, backend)
+    if plots is not None:
+        from lndeploy.checker.plots import write
+
+        result.plots = write(plots, result, histograms)
     return result
+
+
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug) -> None:
+    """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
+    the verdict of the comparison that already ran."""
+    from lndeploy.checker.layers import localise
+
+    try:
+        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed)
+    except Exception as err:
+        if debug:
+            raise
+        result.notes.append(f"layers: could not be compared ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
 
 
 def _plugin_impl(ln: str, backend: str) -> str | None:

@@ -9,10 +9,12 @@ from lndeploy.checker.signature import pair_inputs
 from lndeploy.errors import BadInputError
 
 
-def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, **session_options):
+def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, on_sample=None,
+            **session_options):
     """PyTorch against ``artifact`` on generated inputs: Polygraphy's ``Comparator`` runs both runners
     on each input set, ``lndeploy.parity`` compares (one set at a time, so ``samples`` may be large).
-    ``tol``: a ``parity.Tolerance``."""
+    ``tol``: a ``parity.Tolerance``. ``on_sample(actual, expected)``: sees every set's outputs (the
+    error histograms of ``--plots``)."""
     from polygraphy.comparator import Comparator
 
     from lndeploy import parity
@@ -30,10 +32,13 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     def run(feed):
         with _polygraphy_quiet(debug):
             (_, [ours]), (_, [theirs]) = Comparator.run(runners, data_loader=[feed])
-        return dict(ours.items()), dict(theirs.items())
+        ours, theirs = dict(ours.items()), dict(theirs.items())
+        if on_sample is not None:
+            on_sample(ours, theirs)
+        return ours, theirs
 
     try:
-        outcome = parity.run_parity(_runnable_schedule(spec, samples, seed, pairing.pinned, skipped), run, tol,
+        outcome = parity.run_parity(runnable_schedule(spec, samples, seed, pairing.pinned, skipped), run, tol,
                                     names=output_names)
     finally:
         session.close()
@@ -54,7 +59,7 @@ def _nonfinite_notes(outputs: dict) -> list[str]:
             for name, entry in outputs.items() if entry["matched_nonfinite"]]
 
 
-def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list):
+def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list):
     """Generated (sizes, feed) pairs that PyTorch itself can run, drawn lazily; the others are appended
     to ``skipped`` with the reason (reported, not failed). ``pinned``: dynamic dims the artifact fixes,
     generated at that size only."""
