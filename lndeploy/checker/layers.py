@@ -16,6 +16,7 @@ order, when their counts agree; a Scan body's site takes every step's call, stac
 from __future__ import annotations
 
 import itertools
+import os
 import re
 
 import numpy as np
@@ -49,6 +50,8 @@ def localise(spec, artifact: str, backend: str, tol, result, *, mode: str = "nor
         return
     sizes, onnx_values, calls = _run_both(spec, model, sites, types, backend, index, samples, seed)
     pairs, notes = pair(sites, calls, onnx_values)
+    for site, _ in pairs:
+        site.source = site.source or calls["sources"].get(site.module)
     rows = [row for row in (_compare(site, values, tol) for site, values in pairs) if row is not None]
     result.layers = [row for row, _, _ in rows]
     result.first_divergence = _first(rows, norm=True)
@@ -56,11 +59,13 @@ def localise(spec, artifact: str, backend: str, tol, result, *, mode: str = "nor
                              f"output's worst sample"]
     first = result.first_divergence
     if first and first.get("input_over_fraction"):
-        culprit = _first(rows, norm=False)
+        culprit = _first(rows[:next(i for i, (row, _, _) in enumerate(rows) if row["node"] == first["node"])],
+                         norm=False)
         result.notes.append(
             f"layers: the error reached {_name(first)} through its input; " + (
                 f"the first module over tolerance is {_name(culprit)} (max abs {culprit['max_abs']:.3g})"
-                if culprit and mode == "all" else "--layers all compares the modules before it"))
+                if culprit else "--layers all compares the modules before it" if mode != "all" else
+                "no module before it is (the error arises between modules)"))
     if first is None and not result.passed:
         other = _first(rows, norm=False)
         result.notes.append("layers: no normalization is over tolerance" + (
@@ -96,12 +101,13 @@ def _run_both(spec, model, sites, types, backend, index, samples, seed):
 
 
 def _torch_calls(spec, feed: dict, paths: set) -> dict:
-    """``{"by_module": path -> [(input, output)], "order": [(path, (input, output))]}`` of one forward;
-    ``order`` holds the normalization modules' calls only."""
+    """``{"by_module": path -> [(input, output)], "order": [(path, (input, output))], "sources": path ->
+    file:line}`` of one forward; ``order`` holds the normalization modules' calls only."""
     import torch
 
     by_module: dict[str, list] = {}
     order: list = []
+    sources: dict[str, str | None] = {}
     handles = []
     modules = dict(spec.module.named_modules())
 
@@ -109,6 +115,8 @@ def _torch_calls(spec, feed: dict, paths: set) -> dict:
         norm = is_norm_module(modules[path])
 
         def hook(module, args, kwargs, output):
+            if path not in sources:
+                sources[path] = _caller()
             call = (_array(_first_tensor([*args, *kwargs.values()])), _array(_first_tensor([output])))
             by_module.setdefault(path, []).append(call)
             if norm:  # what sites without metadata pair with, in execution order
@@ -124,7 +132,19 @@ def _torch_calls(spec, feed: dict, paths: set) -> dict:
     finally:
         for handle in handles:
             handle.remove()
-    return {"by_module": by_module, "order": order}
+    return {"by_module": by_module, "order": order, "sources": sources}
+
+
+def _caller() -> str | None:
+    """``file:line`` of the code that called the hooked module: the first frame outside torch
+    (the source of sites whose metadata has none, like a Scan body's)."""
+    import sys
+
+    torch_dir = f"{os.sep}torch{os.sep}"
+    frame = sys._getframe(1)
+    while frame is not None and (torch_dir in frame.f_code.co_filename or frame.f_code.co_filename == __file__):
+        frame = frame.f_back
+    return None if frame is None else f"{taps.short_path(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
 def _first_tensor(values):
@@ -225,21 +245,29 @@ def _values(site, onnx_values: dict, torch_in, torch_out) -> tuple:
 
 
 def _compare(site, values, tol):
-    """``(row, site)`` for the report, or None when the tensors do not line up (a heuristic module
-    boundary of ``--layers all`` that is not what the module returns)."""
+    """``(row, site, passed)``, or None when the tensors do not line up (a heuristic module boundary
+    of ``--layers all`` that is not what the module returns). In a Scan body the input is judged at
+    the first step whose output is over tolerance: later steps' inputs carry the error back round."""
     from lndeploy import parity
 
     onnx_in, onnx_out, torch_in, torch_out = values
     if onnx_out is None or torch_out is None or np.shape(onnx_out) != np.shape(torch_out):
         return None
     out = parity.compare_arrays(onnx_out, torch_out, tol)
+    step = None
+    if site.scan is not None and not out.passed and np.ndim(onnx_out):
+        step = next((t for t in range(len(onnx_out))
+                     if not parity.compare_arrays(onnx_out[t], torch_out[t], tol).passed), None)
     within = None
     if onnx_in is not None and torch_in is not None and np.shape(onnx_in) == np.shape(torch_in):
-        within = parity.compare_arrays(onnx_in, torch_in, tol)
+        pick = (lambda a: a[step]) if step is not None else (lambda a: a)
+        within = parity.compare_arrays(pick(onnx_in), pick(torch_in), tol)
     row = {"node": site.node, "module": site.module, "max_abs": out.max_abs, "over_fraction": out.over_fraction,
            "source": site.source, "kind": "norm" if site.norm else "module",
            "input_max_abs": within.max_abs if within else None,
            "input_over_fraction": within.over_fraction if within else None}
+    if step is not None:
+        row["step"] = step  # of the Scan: the first whose output is over; the input is judged there
     return row, site, out.passed
 
 
@@ -247,7 +275,7 @@ def _first(rows: list, norm: bool) -> dict | None:
     for row, site, passed in rows:
         if not passed and site.norm == norm:
             return {key: row[key] for key in ("node", "module", "source", "max_abs", "input_max_abs",
-                                               "input_over_fraction")}
+                                               "input_over_fraction", "step") if key in row}
     return None
 
 
@@ -259,6 +287,8 @@ def _name(entry: dict) -> str:
 def describe(first: dict) -> str:
     """One line: where it diverges, and whether the error was made there or arrived there."""
     line = f"first divergence: {_name(first)}: max abs {first['max_abs']:.3g} at its output"
+    if first.get("step") is not None:
+        line += f" (first over tolerance at scan step {first['step']}, where its input is judged)"
     if first.get("input_max_abs") is None:
         return line + "; its input could not be compared"
     if first.get("input_over_fraction"):

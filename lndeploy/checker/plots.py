@@ -30,19 +30,20 @@ class ErrorHistograms:
     def __init__(self):
         self.counts: dict[str, np.ndarray] = {}
         self.exact: dict[str, int] = {}  # elements equal on both sides (no place on a log axis)
-        self.nonfinite: dict[str, int] = {}
+        self.nonfinite: dict[str, int] = {}  # NaN/inf on one side only
 
     def add(self, actual: dict, expected: dict) -> None:
         for name, value in actual.items():
             if name not in expected or np.shape(value) != np.shape(expected[name]):
                 continue
-            a, e = (np.asarray(x, dtype=np.float64) for x in (value, expected[name]))
+            a, e = (np.asarray(x, dtype=np.float64).ravel() for x in (value, expected[name]))
+            same = (a == e) | (np.isnan(a) & np.isnan(e))  # lndeploy.parity's rule: NaN/inf alike is equal
             with np.errstate(invalid="ignore", over="ignore"):
-                diff = np.abs(a - e).ravel()
+                diff = np.abs(a - e)[~same]
             finite = diff[np.isfinite(diff)]
             self.nonfinite[name] = self.nonfinite.get(name, 0) + int(diff.size - finite.size)
-            self.exact[name] = self.exact.get(name, 0) + int((finite == 0).sum())
-            clipped = np.clip(finite[finite > 0], EDGES[0], EDGES[-1])
+            self.exact[name] = self.exact.get(name, 0) + int(same.sum())
+            clipped = np.clip(finite, EDGES[0], EDGES[-1])
             counts = np.histogram(clipped, bins=EDGES)[0]
             self.counts[name] = self.counts.get(name, 0) + counts
 
@@ -100,7 +101,7 @@ def _histogram(plt, name: str, counts: np.ndarray, histograms: ErrorHistograms, 
     axes.set_ylabel("elements")
     extra = [f"{histograms.exact.get(name, 0)} exactly equal"]
     if histograms.nonfinite.get(name):
-        extra.append(f"{histograms.nonfinite[name]} NaN/inf")
+        extra.append(f"{histograms.nonfinite[name]} NaN/inf on one side")
     over = stats.get("over_tolerance", 0)
     axes.set_title(f"{name}: max abs {_fmt(stats.get('max_abs'))}, {over} of {stats.get('elements', 0)} over "
                    f"tolerance\n({', '.join(extra)}; {len(result.samples)} samples on {result.backend})", fontsize=9)

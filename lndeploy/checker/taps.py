@@ -71,7 +71,8 @@ def module_scopes(node) -> list[str]:
 def source_line(node) -> str | None:
     """The model's own frame from the stack trace: the last one outside site-packages and lndeploy
     (for a model that lives in site-packages, like ``transformers``: the last outside torch)."""
-    frames = _FRAME.findall(next((p.value for p in node.metadata_props if p.key == STACK), ""))
+    frames = [f for f in _FRAME.findall(next((p.value for p in node.metadata_props if p.key == STACK), ""))
+              if not f[0].startswith("<")]  # FX-generated code (<eval_with_key>) is nobody's source
     if not frames:
         return None
     rules = (lambda p: "site-packages" not in p and not p.startswith(_PACKAGE),
@@ -80,12 +81,12 @@ def source_line(node) -> str | None:
         chosen = [f for f in frames if rule(f[0])]
         if chosen:
             path, line = chosen[-1]
-            return f"{_short(path)}:{line}"
+            return f"{short_path(path)}:{line}"
     path, line = frames[-1]
-    return f"{_short(path)}:{line}"
+    return f"{short_path(path)}:{line}"
 
 
-def _short(path: str) -> str:
+def short_path(path: str) -> str:
     try:
         return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
     except (OSError, ValueError):
