@@ -127,12 +127,12 @@ def _depth(plt, result):
     first = result.first_divergence
     if first:
         at = next(i for i, r in enumerate(rows) if r["node"] == first["node"])
-        axes.annotate("first divergence", (at, errors[at]), textcoords="offset points", xytext=(8, 8), fontsize=8,
+        axes.annotate("first divergence", (at, errors[at]), textcoords="offset points", xytext=(14, -28), fontsize=8,
                       arrowprops={"arrowstyle": "->"})
     axes.set_yscale("log")
     axes.set_xticks(x, [str(r["module"] or r["node"]) for r in rows], rotation=60, ha="right", fontsize=7)
     axes.set_ylabel("max abs error vs PyTorch")
-    axes.set_title("error along the model's depth (graph order)", fontsize=9)
+    axes.set_title("error of each compared tensor along the model (graph order)", fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
     return figure

@@ -68,13 +68,19 @@ def module_scopes(node) -> list[str]:
     return [s for s in scopes[1:-1] if isinstance(s, str) and s]
 
 
-def source_line(node) -> str | None:
-    """The model's own frame from the stack trace: the last one outside site-packages and lndeploy
+def source_line(node, depth: int | None = None) -> str | None:
+    """Where the node's module is called. The exporter's stack trace holds one frame per module
+    forward, outermost first, so a module ``depth`` levels below the root is called from frame
+    ``depth - 1`` (``depth``: the node's own module's, unless given). Otherwise (a Scan body's node): the last frame outside site-packages and lndeploy
     (for a model that lives in site-packages, like ``transformers``: the last outside torch)."""
     frames = [f for f in _FRAME.findall(next((p.value for p in node.metadata_props if p.key == STACK), ""))
               if not f[0].startswith("<")]  # FX-generated code (<eval_with_key>) is nobody's source
     if not frames:
         return None
+    depth = len(module_scopes(node)) if depth is None else depth
+    if 0 < depth <= len(frames):
+        path, line = frames[depth - 1]
+        return f"{short_path(path)}:{line}"
     rules = (lambda p: "site-packages" not in p and not p.startswith(_PACKAGE),
              lambda p: f"{os.sep}torch{os.sep}" not in p and not p.startswith(_PACKAGE))
     for rule in rules:
@@ -164,7 +170,7 @@ def _module_sites(graph, taken: set, wanted: set | None, norm_modules: set, cons
         at, out = leaving[-1]
         first = graph.node[indices[0]]
         sites.append(Site(graph.node[at].name or out, out, entering[0] if entering else None, path,
-                          source_line(first), path in norm_modules, at))
+                          source_line(first, module_scopes(first).index(path) + 1), path in norm_modules, at))
     return sites
 
 

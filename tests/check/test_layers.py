@@ -190,3 +190,22 @@ def test_terminal_table_is_shortened_around_the_first_divergence():
     assert len(marked) == 1 and "m30" in marked[0]
     assert "25 earlier" in lines[1] and "15 more in the report" in lines[-1]
     assert len(lines) == 1 + 1 + 10 + 1
+
+
+@pytest.mark.slow
+def test_channel_first_layernorm_of_a_fused_convnext_block_is_compared_around_its_transposes(tmp_path):
+    """ConvNeXt's hand-written channel-first LN, fused to Transpose -> LayerNormalization -> Transpose:
+    its module's output is NCHW, the node's NHWC; the comparison widens to what leaves the module."""
+    import lndeploy
+    from lndeploy.pipeline import export
+
+    model = str(REPO / "tests" / "passes" / "convnext_block.py")
+    export(model, tmp_path / "cnx.onnx")
+    lndeploy.fuse(str(tmp_path / "cnx.onnx"), str(tmp_path / "fused.onnx"), to="native")
+    bad = perturbed(tmp_path / "fused.onnx", tmp_path / "bad.onnx",
+                    lambda g: next(n for n in g.node if n.op_type == "LayerNormalization"))
+    result = check(model, onnx=bad, samples=1)
+    first = result.first_divergence
+    line = next(i for i, text in enumerate(open(model).read().splitlines(), 1) if "self.norm(self.dwconv(x))" in text)
+    assert first["module"] == "norm" and first["source"].endswith(f"convnext_block.py:{line}")
+    assert first["max_abs"] > 1e-3 and first["input_over_fraction"] == 0
