@@ -56,21 +56,28 @@ def localise(spec, artifact: str, backend: str, tol, result, *, mode: str = "nor
     result.layers = [row for row, _, _ in rows]
     result.first_divergence = _first(rows, norm=True)
     result.notes += notes + [f"layers: {len(rows)} compared on sample {index} (sizes {sizes}), the worst "
-                             f"output's worst sample"]
+                             f"output's worst sample"] + _explain(result, rows, mode)
+
+
+def _explain(result, rows: list, mode: str) -> list[str]:
+    """Notes that point past the first divergence: the module before it that is already off, or,
+    where no normalization is, the first module that is."""
+    notes = []
     first = result.first_divergence
     if first and first.get("input_over_fraction"):
         culprit = _first(rows[:next(i for i, (row, _, _) in enumerate(rows) if row["node"] == first["node"])],
                          norm=False)
-        result.notes.append(
+        notes.append(
             f"layers: the error reached {_name(first)} through its input; " + (
                 f"the first module over tolerance is {_name(culprit)} (max abs {culprit['max_abs']:.3g})"
                 if culprit else "--layers all compares the modules before it" if mode != "all" else
                 "no module before it is (the error arises between modules)"))
     if first is None and not result.passed:
         other = _first(rows, norm=False)
-        result.notes.append("layers: no normalization is over tolerance" + (
+        notes.append("layers: no normalization is over tolerance" + (
             f"; the first module that is: {_name(other)}, max abs {other['max_abs']:.3g}" if other else
             ("" if mode == "all" else "; --layers all compares every module")))
+    return notes
 
 
 def is_norm_module(module) -> bool:

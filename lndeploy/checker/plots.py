@@ -96,7 +96,8 @@ def _histogram(plt, name: str, counts: np.ndarray, histograms: ErrorHistograms, 
     axes.set_yscale("log")
     axes.axvline(result.atol, color="tab:red", linestyle="--", label=f"atol {result.atol:g}")
     if result.budget.get("limit") not in (None, result.atol):
-        axes.axvline(result.budget["limit"], color="tab:orange", linestyle=":", label=f"budget {result.budget['limit']:g}")
+        limit = result.budget["limit"]
+        axes.axvline(limit, color="tab:orange", linestyle=":", label=f"budget {limit:g}")
     axes.set_xlabel("|artifact - PyTorch| per element")
     axes.set_ylabel("elements")
     extra = [f"{histograms.exact.get(name, 0)} exactly equal"]

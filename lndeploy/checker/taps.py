@@ -71,8 +71,9 @@ def module_scopes(node) -> list[str]:
 def source_line(node, depth: int | None = None) -> str | None:
     """Where the node's module is called. The exporter's stack trace holds one frame per module
     forward, outermost first, so a module ``depth`` levels below the root is called from frame
-    ``depth - 1`` (``depth``: the node's own module's, unless given). Otherwise (a Scan body's node): the last frame outside site-packages and lndeploy
-    (for a model that lives in site-packages, like ``transformers``: the last outside torch)."""
+    ``depth - 1`` (``depth``: the node's own module's, unless given). Otherwise (a Scan body's node):
+    the last frame outside site-packages and lndeploy (for a model that lives in site-packages, like
+    ``transformers``: the last outside torch)."""
     frames = [f for f in _FRAME.findall(next((p.value for p in node.metadata_props if p.key == STACK), ""))
               if not f[0].startswith("<")]  # FX-generated code (<eval_with_key>) is nobody's source
     if not frames:
