@@ -103,6 +103,6 @@ def test_bf16_model_is_verified_on_the_reference_evaluator(tmp_path):
     result = fuse(model, tmp_path / "p.onnx", to="plugin")
     assert result.counts["to_plugin"] == 1
     verification = result.to_dict()["verification"]
-    assert verification["backend"] == "onnx-reference" and len(verification["samples"]) == 2
+    assert verification["backend"] == "onnx-reference" and len(verification["samples"]) == 3
     assert all(s["max_abs"]["y"] <= 1e-2 for s in verification["samples"])
     assert (tmp_path / "p.onnx").exists()

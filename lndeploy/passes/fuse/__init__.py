@@ -10,13 +10,16 @@ Rules, applied in this order, each one module with its formula in its docstring:
 6. ``ln_scale``: ``N(x) * scale`` -> N with that scale
 7. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
 8. ``unflatten_layer_norm``: ``Reshape(LN(Flatten(x, f)), Shape(x))`` -> ``LN(x; axis=f - rank)``
+9. ``ln_stats_outputs``: a mean / inverse std of LN's input still computed beside it -> LN's Mean /
+   InvStdDev outputs
 
 Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
 A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
 ReduceMean, ReduceSum or Flatten to look at; if nothing is fused, the input is returned unchanged. ``to="plugin"`` then
 turns every LayerNormalization into lndeploy's plugin node (:mod:`lndeploy.passes.ln_to_plugin`).
-With ``verify`` ONNX Runtime runs the input and the result on the same random inputs and a change
-beyond 1e-5 (fp32) raises ParityError before anything is written.
+With ``verify`` the input and the result run on the same random inputs (by ``open_session``, default
+ONNX Runtime with optimisations off for both) and a change beyond 1e-5 + 1e-5 * |expected| (fp32)
+raises ParityError before anything is written.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from lndeploy.errors import BadInputError
 
 RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "tf_layer_norm", "rms_norm", "no_op_cast", "ln_scale",
-              "ln_bias", "unflatten_layer_norm")
+              "ln_bias", "unflatten_layer_norm", "ln_stats_outputs")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
 MIN_OPSET = 17
 
@@ -68,12 +71,14 @@ class FuseResult:
 
 
 def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=None,
-         opset: int | None = None) -> FuseResult:
+         opset: int | None = None, open_session=None) -> FuseResult:
     """Rewrite primitive-op LayerNorm (and RMS norm) in ``input`` (a path or a ModelProto).
 
     Writes ``output`` (atomically) and the JSON ``report`` when given, both only after verification
     passed. Raises BadInputError for an unreadable model or a bad option, ParityError when the
-    rewrite changes an output.
+    rewrite changes an output. ``open_session(model)`` opens what runs both models for the
+    verification (``.run(feed) -> {name: array}``; ``.close()`` or a context manager); both must be
+    opened alike (same runtime, same optimisation level). Default: :func:`default_open_session`.
     """
     from lndeploy.fileio import write_json_atomic
     from lndeploy.onnxfile import opset_version, save_model
@@ -93,12 +98,37 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
     if verify:
         from lndeploy.passes.fuse import _verify
 
-        result.verification = _verify.compare(source, model)
+        result.verification = _verify.compare(source, model, open_session or default_open_session())
     if output is not None:
         save_model(model, output)
     if report is not None:
         write_json_atomic(report, result.to_dict())
     return result
+
+
+def default_open_session():
+    """TO MOVE to lndeploy/pipeline.py (issue 10: passes import no backend); fuse's default opener.
+
+    ONNX Runtime on the CPU with graph optimisations OFF for both models (the graphs as written:
+    ORT would otherwise fuse the input's primitive-op LayerNorm itself, and the comparison would
+    measure ORT's rewrite, not fuse's). Once a model has no ORT kernel (a bf16 plan: NOT_IMPLEMENTED)
+    or an IR version ORT cannot read, this and every later model run on ONNX's reference evaluator,
+    so the two sides of one comparison never run on different runtimes."""
+    from lndeploy.backends.onnxruntime import OrtSession
+    from lndeploy.backends.reference import ReferenceSession
+    from lndeploy.errors import UnavailableError
+
+    fallback = []
+
+    def open_session(model):
+        if not fallback:
+            try:
+                return OrtSession(model, providers=["CPUExecutionProvider"], optimize=False)
+            except UnavailableError:
+                fallback.append(True)
+        return ReferenceSession(model)
+
+    return open_session
 
 
 def _load(input):
@@ -140,15 +170,17 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     from lndeploy.passes.fuse import _common, _prepare
 
     counts = dict.fromkeys(RULE_ORDER, 0)
+    # an LN below opset 17 (as ONNX Runtime's optimizer writes it) is kept, at opset 17
+    raise_opset = opset is not None or _prepare.layer_norm_below_opset_17(source)
     # every rule starts from a reduction, or (unflatten) from the Flatten of ONNX's function body
-    if opset is None and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
+    if not raise_opset and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
         return source, counts, []
     work = _prepare.prepare(source, opset, notes)
     model = ir.serde.deserialize_model(work)
     refusals = _common.Notes()
     for rule_name, module in zip(RULE_ORDER, _prepare.rule_modules()):
         counts[rule_name] = module.rules(refusals).apply_to_model(model)
-    if not any(counts.values()) and opset is None:
+    if not any(counts.values()) and not raise_opset:
         notes.clear()
         return source, counts, refusals.left()
     RemoveUnusedNodesPass()(model)  # the eps/exponent Constant nodes the matches left behind
@@ -175,4 +207,4 @@ def histogram(model) -> dict:
     return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-__all__ = ["fuse", "FuseResult", "RULE_ORDER", "histogram"]
+__all__ = ["fuse", "FuseResult", "RULE_ORDER", "histogram", "default_open_session"]

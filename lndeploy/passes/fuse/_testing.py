@@ -53,10 +53,10 @@ class Graph:
             return self.op("Unsqueeze", x, self.const(axes, np.int64))
         return self.op("Unsqueeze", x, axes=list(axes))
 
-    def model(self, *outputs: str, shape=None) -> onnx.ModelProto:
-        """The model; outputs are typed by shape inference, or all given ``shape``."""
+    def model(self, *outputs: str, shape=None, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+        """The model; outputs are typed by shape inference, or all given ``shape`` (and ``dtype``)."""
         graph = helper.make_graph(self.nodes, "g", self.inputs,
-                                  [helper.make_tensor_value_info(o, TensorProto.FLOAT, shape) for o in outputs],
+                                  [helper.make_tensor_value_info(o, dtype, shape) for o in outputs],
                                   self.initializers)
         opsets = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opsets,
