@@ -56,6 +56,12 @@ def test_perturbed_middle_layernorm_is_named_with_its_source_line(run_cli, zoo_e
     assert f"first divergence: ln_mlp (models/transformer.py:{line})" in result.out
     assert "its input is within tolerance" in result.out and "this layer computes differently" in result.out
     data = json.loads(report.read_text())
+    # where in the tensor: the failing output's worst element, both values, count and fraction over
+    out = data["outputs"]["output"]
+    assert f"worst at {out['worst_index']} (sample {out['worst_sample']}): {out['worst_actual']:.6g} vs PyTorch" \
+        in result.out
+    assert f"over tolerance {out['over_tolerance']}/{out['elements']} ({out['over_fraction']:.2%})" in result.out
+    assert 0 < out["over_fraction"] <= 1 and out["worst_expected"] is not None
     first = data["first_divergence"]
     assert first["module"] == "ln_mlp" and first["source"].endswith(f"transformer.py:{line}")
     assert first["node"] == "node_layer_norm_1"
