@@ -65,11 +65,15 @@ def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skippe
     generated at that size only."""
     import torch
 
+    from lndeploy.modelfile import ModelFaultError
+
     specs = gen.pin(gen.specs_from_examples(spec.inputs, spec.dynamic_axes), pinned)
     for sizes, feed in gen.schedule(specs, samples, seed):
         try:
             with torch.inference_mode():
                 spec.call({k: torch.from_numpy(v) for k, v in feed.items()})
+        except ModelFaultError:  # sys.exit in forward(): no size explains it
+            raise
         except Exception as err:  # the model itself does not support these sizes
             skipped.append({"sizes": sizes, "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
             continue

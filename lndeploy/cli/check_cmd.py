@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lndeploy.cli.options import debug_flag
+from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debug_flag
 
 
 @click.command("check")
@@ -15,25 +15,29 @@ from lndeploy.cli.options import debug_flag
 @click.option("--engine", type=click.Path(dir_okay=False), help="A TensorRT engine to check.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "onnx-reference", "tensorrt"]),
               help="What runs the artifact [default: onnxruntime for ONNX, tensorrt for engines].")
-@click.option("--atol", type=click.FloatRange(min=0), help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Also pass elements within this relative error (not gated by default).")
-@click.option("--samples", type=click.IntRange(min=1), help="Input sets to run [default: one per size combination].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--atol", type=FINITE_NONNEGATIVE, help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
+@click.option("--rtol", type=FINITE_NONNEGATIVE, help="Also pass elements within this relative error (not gated by default).")
+@click.option("--samples", type=click.IntRange(min=1, max=MAX_SAMPLES),
+              help=f"Input sets to run, at most {MAX_SAMPLES} [default: one per size combination].")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
+              help="Seed of the generated inputs (0 to 2**32-1).")
 @click.option("--report", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write a JSON report here (also on failure); '-' prints it to stdout, the rest to stderr.")
 @click.option("--ln", type=click.Choice(["native", "plugin"]),
               help="When exporting: LN as native node or plugin node [default: native; with an artifact: its own].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="When exporting: the precision plan [default: fp32; with an artifact: its own]. Sets the default atol.")
-@click.option("--opset", type=int, help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--opset", type=click.IntRange(min=1), help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--url", help="A KServe v2 server (http://HOST:PORT or grpc://HOST:PORT) that serves the artifact.")
+@click.option("--model-name", help="With --url: the served model's name.")
 @click.option("--layers", type=click.Choice(["norms", "all"]), is_flag=False, flag_value="norms",
               help="Compare intermediate tensors with PyTorch's modules also when the check passes: every "
                    "normalization (--layers, --layers norms) or every module (--layers all). A failed check "
                    "always compares the normalizations.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write PNGs of the error here (needs matplotlib).")
 @click.pass_context
-def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, layers,
-            plots):
+def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, url,
+            model_name, layers, plots):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -45,13 +49,14 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
       lndeploy check models/rnn.py --report report.json
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
       lndeploy check models/transformer.py --onnx t.onnx --plots plots --layers
+      lndeploy check models/rnn.py --url http://127.0.0.1:8000 --model-name rnn
     """
     from lndeploy.checker import check
 
     echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
     result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
                    report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx),
-                   layers=layers, plots=plots)
+                   url=url, model_name=model_name, layers=layers, plots=plots)
     for name, stats in result.outputs.items():
         echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
              f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']} "

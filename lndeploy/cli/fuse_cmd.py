@@ -32,7 +32,7 @@ def command(input_path, output, to, verify, report, opset):
       lndeploy fuse legacy.onnx -o fused.onnx --report fuse.json
       lndeploy fuse legacy.onnx -o plugin.onnx --to plugin
     """
-    from lndeploy.passes.fuse import fuse
+    from lndeploy.pipeline import fuse
     from lndeploy.passes.fuse.report import format_report
 
     result = fuse(input_path, output, to=to, verify=verify, report=report, opset=opset)

@@ -52,6 +52,10 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         if value is not None and not 0 <= value < float("inf"):
             raise BadInputError(f"--{name} must be a finite number >= 0, got {value}")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
+    if output is not None:  # before the export: a clash with the model file or an unwritable folder
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"-o": output}, {"MODEL": model_file(model)})
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
     result = ExportResult(onnx_model, None, ln, precision, opset)

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from lndeploy.passes.fuse import _testing as T
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 
 
 def reversed_nodes(model):

@@ -8,7 +8,8 @@ from onnx import TensorProto, helper
 
 from lndeploy.errors import ParityError
 from lndeploy.passes.fuse import _testing as T
-from lndeploy.passes.fuse import _verify, default_open_session, fuse
+from lndeploy.passes.fuse import _verify
+from lndeploy.pipeline import fuse, rewrite_verification_opener
 from lndeploy.passes.fuse.report import format_report
 
 
@@ -40,7 +41,7 @@ def test_a_real_relative_change_is_refused():
     bias = next(i for i in after.graph.initializer if np.all(onnx.numpy_helper.to_array(i) == 500.0))
     bias.CopyFrom(onnx.numpy_helper.from_array(np.full(64, 500.5, np.float32), bias.name))
     with pytest.raises(ParityError, match="beyond abs 1e-05 or rel 1e-05"):
-        _verify.compare(before, after, default_open_session())
+        _verify.compare(before, after, rewrite_verification_opener())
 
 
 def test_a_vanished_epsilon_shows_at_the_zero_row():
@@ -55,7 +56,7 @@ def test_a_vanished_epsilon_shows_at_the_zero_row():
         [onnx.numpy_helper.from_array(np.ones(16, np.float32), "s")])
     after = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=before.ir_version)
     with pytest.raises(ParityError, match="rows=constant, zero"):
-        _verify.compare(before, after, default_open_session())
+        _verify.compare(before, after, rewrite_verification_opener())
 
 
 class Recording:

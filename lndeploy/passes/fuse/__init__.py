@@ -78,14 +78,18 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
     passed. Raises BadInputError for an unreadable model or a bad option, ParityError when the
     rewrite changes an output. ``open_session(model)`` opens what runs both models for the
     verification (``.run(feed) -> {name: array}``; ``.close()`` or a context manager); both must be
-    opened alike (same runtime, same optimisation level). Default: :func:`default_open_session`.
+    opened alike (same runtime, same optimisation level). ``lndeploy.fuse`` (``lndeploy.pipeline``)
+    passes ONNX Runtime with optimisations off; required when ``verify``.
     """
     from lndeploy.fileio import write_json_atomic
     from lndeploy.onnxfile import opset_version, save_model
 
     if to not in ("native", "plugin"):
         raise BadInputError(f"--to must be 'native' or 'plugin', got {to!r}")
-    _check_folders(output, report)  # before the work, not after it
+    from lndeploy.outpaths import prepare_outputs
+
+    # before the work, not after it; -o onto IN.onnx itself is allowed (an atomic in-place rewrite)
+    prepare_outputs({"-o": output, "--report": report}, {"IN.onnx": input}, in_place=(("-o", "IN.onnx"),))
     source, name = _load(input)
     before = opset_version(source)
     _check_opset(opset, before)
@@ -98,37 +102,14 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
     if verify:
         from lndeploy.passes.fuse import _verify
 
-        result.verification = _verify.compare(source, model, open_session or default_open_session())
+        if open_session is None:
+            raise TypeError("verification needs open_session (lndeploy.fuse passes ONNX Runtime), or verify=False")
+        result.verification = _verify.compare(source, model, open_session)
     if output is not None:
         save_model(model, output)
     if report is not None:
         write_json_atomic(report, result.to_dict())
     return result
-
-
-def default_open_session():
-    """TO MOVE to lndeploy/pipeline.py (issue 10: passes import no backend); fuse's default opener.
-
-    ONNX Runtime on the CPU with graph optimisations OFF for both models (the graphs as written:
-    ORT would otherwise fuse the input's primitive-op LayerNorm itself, and the comparison would
-    measure ORT's rewrite, not fuse's). Once a model has no ORT kernel (a bf16 plan: NOT_IMPLEMENTED)
-    or an IR version ORT cannot read, this and every later model run on ONNX's reference evaluator,
-    so the two sides of one comparison never run on different runtimes."""
-    from lndeploy.backends.onnxruntime import OrtSession
-    from lndeploy.backends.reference import ReferenceSession
-    from lndeploy.errors import UnavailableError
-
-    fallback = []
-
-    def open_session(model):
-        if not fallback:
-            try:
-                return OrtSession(model, providers=["CPUExecutionProvider"], optimize=False)
-            except UnavailableError:
-                fallback.append(True)
-        return ReferenceSession(model)
-
-    return open_session
 
 
 def _load(input):
@@ -143,14 +124,6 @@ def _load(input):
 
         return load_model(input), os.fspath(input)
     raise BadInputError(f"fuse takes an ONNX file path or a ModelProto, got {type(input).__name__}")
-
-
-def _check_folders(*paths) -> None:
-    from pathlib import Path
-
-    for path in paths:
-        if path is not None and not (Path(path).parent if str(Path(path).parent) else Path(".")).is_dir():
-            raise BadInputError(f"output folder does not exist: {Path(path).parent}")
 
 
 def _check_opset(opset: int | None, before: int) -> None:
@@ -207,4 +180,4 @@ def histogram(model) -> dict:
     return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-__all__ = ["fuse", "FuseResult", "RULE_ORDER", "histogram", "default_open_session"]
+__all__ = ["fuse", "FuseResult", "RULE_ORDER", "histogram"]

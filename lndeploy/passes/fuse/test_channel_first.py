@@ -5,7 +5,7 @@ per-channel scale and bias folded in; outputs equal ONNX Runtime's before (<= 1e
 import numpy as np
 import pytest
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-6

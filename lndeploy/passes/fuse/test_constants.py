@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from lndeploy.passes.fuse import _testing as T
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 
 
 def build(eps=None, exponent=None, axes=None, x_type=TensorProto.FLOAT, eps_value=1e-5):

@@ -5,7 +5,7 @@ near-miss is left exactly as it was."""
 import numpy as np
 import pytest
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-5

@@ -6,7 +6,7 @@ import numpy as np
 from onnx import TensorProto
 
 from lndeploy.passes.fuse import _testing as T
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 
 EPS = 1e-5
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto
 
 from lndeploy.passes.fuse import _testing as T
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 
 EPS = 1e-5
 NP = {TensorProto.FLOAT16: np.float16, TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64}
