@@ -33,8 +33,9 @@ class CheckResult:
     sha256: str | None = None  # of the artifact file that ran
     plugin_impl: str | None = None  # what ran the plugin nodes; None without plugin nodes
     budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit, k}: checker/budget.py
-    first_divergence: dict | None = None
-    layers: list = field(default_factory=list)
+    first_divergence: dict | None = None  # {node, module, source, max_abs, input_max_abs, ...}
+    layers: list = field(default_factory=list)  # [{node, module, max_abs, over_fraction, ...}] in graph order
+    plots: list = field(default_factory=list)  # PNG paths written by --plots
 
     @property
     def worst(self) -> tuple[str, dict] | None:
@@ -105,7 +106,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
           example_inputs=None, dynamic_axes=None, url: str | None = None, model_name: str | None = None,
-          budget: str | None = None, plugin_impl: str | None = None) -> CheckResult:
+          layers: str | None = None, plots=None, budget: str | None = None,
+          plugin_impl: str | None = None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -114,11 +116,14 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
     write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``url`` and
-    ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md). ``budget``:
-    ``auto`` (default for fp16/bf16 without ``atol``: the gate is ``max(atol, k x PyTorch's own error in
-    that precision)``, lndeploy.checker.budget) or ``fixed`` (the tolerance alone). ``plugin_impl``:
-    ``onnx`` (default: plugin nodes run as ONNX's LayerNormalization) or ``kernel`` (lndeploy's Triton
-    kernel under the Triton interpreter, on the onnx-reference backend). Returns a ``CheckResult``; the
+    ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md).
+    ``layers`` (``norms``/``all``): compare intermediate tensors even when the check passes (a failed
+    check always compares the normalizations; ``lndeploy.checker.layers``). ``plots``: a folder for
+    PNGs of the error (``lndeploy.checker.plots``; needs matplotlib). ``budget``: ``auto`` (default for
+    fp16/bf16 without ``atol``: the gate is ``max(atol, k x PyTorch's own error in that precision)``,
+    ``lndeploy.checker.budget``) or ``fixed`` (the tolerance alone). ``plugin_impl``: ``onnx`` (default:
+    plugin nodes run as ONNX's LayerNormalization) or ``kernel`` (lndeploy's Triton kernel under the
+    Triton interpreter, on the onnx-reference backend). Returns a ``CheckResult``; the
     caller decides what a failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
@@ -138,6 +143,12 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
         prepare_outputs({"--report": report}, {"MODEL": model_file(model), "--onnx": onnx, "--engine": engine,
                                                "the engine's sidecar": f"{engine}.json" if engine else None})
+    if layers not in (None, "norms", "all"):
+        raise BadInputError(f"--layers must be norms or all, got {layers!r}")
+    if plots is not None:
+        from lndeploy.checker.plots import check_folder
+
+        check_folder(plots)
     if model_name is not None and url is None:
         raise BadInputError("--model-name names a model on a server: give the server's --url too")
     served = f"{url} model {model_name}" if url else None
@@ -145,7 +156,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context, url, model_name, budget, plugin_impl)
+                        example_inputs, dynamic_axes, context, url, model_name, layers, plots, budget,
+                        plugin_impl)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -156,7 +168,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict, url=None, model_name=None, budget_mode=None, plugin_impl=None) -> CheckResult:
+           dynamic_axes, context: dict, url=None, model_name=None, layers=None, plots=None, budget_mode=None,
+           plugin_impl=None) -> CheckResult:
     from lndeploy import modelfile, parity
     from lndeploy.checker import budget as budgets
     from lndeploy.checker import report as reports
@@ -176,11 +189,21 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     gate = budgets.plan(budget_mode, precision, tol, atol_given=atol is not None)
     context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol},
                    budget=gate.to_dict())
+    histograms = None
+    if plots is not None:
+        from lndeploy.checker.plots import ErrorHistograms
+
+        histograms = ErrorHistograms()
+    on_sample = histograms.add if histograms else None
     if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
-        result = compare(spec, url, "kserve", tol, samples, seed, debug, budget=gate, model_name=model_name)
+        result = compare(spec, url, "kserve", tol, samples, seed, debug, model_name=model_name, on_sample=on_sample,
+                         budget=gate)
         result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
         result.budget = gate.to_dict()
-        return result
+        if not result.passed or layers:
+            result.notes.append("layers: not compared for a served model (its intermediate tensors stay on the "
+                                "server); run check --layers on the ONNX file it serves")
+        return _with_plots(result, plots, histograms)
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
@@ -193,8 +216,13 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
                                   atol=gate.limit, rtol=tol.rtol).notes
         digest = reports.sha256(artifact)
         context["artifact"]["sha256"] = digest
-        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, budget=gate,
+        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, budget=gate,
                          plugin_impl=plugin_impl)
+        if not result.passed or layers:  # layers are judged against the same gate as the outputs
+            _localise(spec, str(artifact), backend, gate.tolerance, result, layers or "norms", samples, seed, debug)
+            if plugin_impl == "kernel":  # lndeploy.checker.layers opens its own session, with the default
+                result.notes.append("layers: compared with plugin nodes run as ONNX's LayerNormalization, not the "
+                                    "kernel (--plugin-impl kernel applies to the outputs)")
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
@@ -202,7 +230,28 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     result.precision, result.ln, result.sha256 = precision, ln, digest
     result.plugin_impl = _plugin_impl(ln, backend, plugin_impl)
     result.budget = gate.to_dict()
+    return _with_plots(result, plots, histograms)
+
+
+def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
+    if plots is not None:
+        from lndeploy.checker.plots import write
+
+        result.plots = write(plots, result, histograms)
     return result
+
+
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug) -> None:
+    """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
+    the verdict of the comparison that already ran."""
+    from lndeploy.checker.layers import localise
+
+    try:
+        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed)
+    except Exception as err:
+        if debug:
+            raise
+        result.notes.append(f"layers: could not be compared ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
 
 
 def _plugin_option(plugin_impl: str | None, backend: str | None, not_onnx: bool, ln: str) -> str:
