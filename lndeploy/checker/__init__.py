@@ -219,10 +219,8 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
         result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, budget=gate,
                          plugin_impl=plugin_impl)
         if not result.passed or layers:  # layers are judged against the same gate as the outputs
-            _localise(spec, str(artifact), backend, gate.tolerance, result, layers or "norms", samples, seed, debug)
-            if plugin_impl == "kernel":  # lndeploy.checker.layers opens its own session, with the default
-                result.notes.append("layers: compared with plugin nodes run as ONNX's LayerNormalization, not the "
-                                    "kernel (--plugin-impl kernel applies to the outputs)")
+            _localise(spec, str(artifact), backend, gate.tolerance, result, layers or "norms", samples, seed, debug,
+                      {"plugin_impl": plugin_impl} if plugin_impl else {})
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
@@ -241,13 +239,14 @@ def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
     return result
 
 
-def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug) -> None:
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, session_options: dict) -> None:
     """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
     the verdict of the comparison that already ran."""
     from lndeploy.checker.layers import localise
 
     try:
-        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed)
+        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed,
+                 session_options=session_options)
     except Exception as err:
         if debug:
             raise

@@ -126,6 +126,10 @@ def test_check_with_a_wrong_kernel_fails_with_exit_1(plugin_exports, run_cli, wr
     data = json.loads(report.read_text())
     assert data["plugin_impl"] == "kernel" and data["outputs"]["output"]["max_abs"] > 1e-3
     assert "parity FAILED" in done.out
+    # the layers ran on the kernel too: the first plugin node (the first LN) is where it diverges
+    first = data["first_divergence"]
+    assert first is not None and "ln" in (first["module"] or first["node"]).lower(), first
+    assert first["input_max_abs"] is not None and first["input_max_abs"] < 1e-4 < first["max_abs"]
     print("transformer, wrong kernel:", data["outputs"]["output"]["max_abs"])  # measured: 1.4e-2
 
 
