@@ -9,10 +9,13 @@ from lndeploy.checker.signature import pair_inputs
 from lndeploy.errors import BadInputError
 
 
-def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, **session_options):
+def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, on_sample=None,
+            budget=None, **session_options):
     """PyTorch against ``artifact`` on generated inputs: Polygraphy's ``Comparator`` runs both runners
     on each input set, ``lndeploy.parity`` compares (one set at a time, so ``samples`` may be large).
-    ``tol``: a ``parity.Tolerance``."""
+    ``tol``: a ``parity.Tolerance``. ``on_sample(actual, expected)``: sees every set's outputs (the
+    error histograms of ``--plots``). ``budget`` (a ``lndeploy.checker.budget.Budget``), when given,
+    replaces ``tol``, measured first on the same inputs if it is still pending."""
     from polygraphy.comparator import Comparator
 
     from lndeploy import parity
@@ -26,22 +29,31 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     output_names = session.output_names
     skipped = []
     runners = [artifact_runner(session, backend, pairing.names), TorchRunner(spec, output_names)]
+    if budget is not None:
+        if budget.pending:
+            budget.measure(spec, runnable_schedule(spec, samples, seed, pairing.pinned, []))
+        tol = budget.tolerance
 
     def run(feed):
         with _polygraphy_quiet(debug):
             (_, [ours]), (_, [theirs]) = Comparator.run(runners, data_loader=[feed])
-        return dict(ours.items()), dict(theirs.items())
+        ours, theirs = dict(ours.items()), dict(theirs.items())
+        if on_sample is not None:
+            on_sample(ours, theirs)
+        return ours, theirs
 
     try:
-        outcome = parity.run_parity(_runnable_schedule(spec, samples, seed, pairing.pinned, skipped), run, tol,
+        outcome = parity.run_parity(runnable_schedule(spec, samples, seed, pairing.pinned, skipped), run, tol,
                                     names=output_names)
     finally:
         session.close()
     if not outcome.samples and outcome.error is None:
         raise BadInputError(f"PyTorch cannot run the model at any generated size: {skipped[0]['reason']}")
-    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider, atol=tol.atol,
+    # atol: the tolerance asked for; with a budget, the gate was budget.limit (>= atol), reported beside it
+    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider,
+                         atol=budget.atol if budget is not None else tol.atol,
                          rtol=tol.rtol, artifact=artifact, skipped=skipped, error=outcome.error,
-                         notes=pairing.notes + _nonfinite_notes(outcome.outputs))
+                         notes=pairing.notes + _nonfinite_notes(outcome.outputs) + (budget.notes if budget else []))
     result.samples = [{"sizes": s.sizes, "shapes": s.shapes, "passed": s.passed} for s in outcome.samples]
     result.outputs = outcome.outputs
     return result
@@ -54,7 +66,7 @@ def _nonfinite_notes(outputs: dict) -> list[str]:
             for name, entry in outputs.items() if entry["matched_nonfinite"]]
 
 
-def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list):
+def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list):
     """Generated (sizes, feed) pairs that PyTorch itself can run, drawn lazily; the others are appended
     to ``skipped`` with the reason (reported, not failed). ``pinned``: dynamic dims the artifact fixes,
     generated at that size only."""

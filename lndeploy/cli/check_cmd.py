@@ -32,9 +32,20 @@ from lndeploy.plugin_spec import MIN_OPSET
               help=f"When exporting: the ONNX opset (>= {MIN_OPSET}) [default: 18].")
 @click.option("--url", help="A KServe v2 server (http://HOST:PORT or grpc://HOST:PORT) that serves the artifact.")
 @click.option("--model-name", help="With --url: the served model's name.")
+@click.option("--layers", type=click.Choice(["norms", "all"]), is_flag=False, flag_value="norms",
+              help="Compare intermediate tensors with PyTorch's modules also when the check passes: every "
+                   "normalization (--layers, --layers norms) or every module (--layers all). A failed check "
+                   "always compares the normalizations.")
+@click.option("--plots", type=click.Path(file_okay=False), help="Write PNGs of the error here (needs matplotlib).")
+@click.option("--budget", type=click.Choice(["auto", "fixed"]),
+              help="auto: pass within max(atol, 3 x PyTorch's own fp16/bf16 error on the same inputs); fixed: "
+                   "atol alone [default: auto for fp16/bf16 without --atol, else fixed].")
+@click.option("--plugin-impl", type=click.Choice(["onnx", "kernel"]),
+              help="What runs plugin nodes on the CPU: onnx (ONNX's LayerNormalization) or kernel (lndeploy's "
+                   "Triton kernel under the Triton interpreter; on --backend onnx-reference) [default: onnx].")
 @click.pass_context
 def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, url,
-            model_name):
+            model_name, layers, plots, budget, plugin_impl):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -45,27 +56,51 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     Example:
       lndeploy check models/rnn.py --report report.json
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
+      lndeploy check models/transformer.py --onnx t.onnx --plots plots --layers
       lndeploy check models/rnn.py --url http://127.0.0.1:8000 --model-name rnn
+      lndeploy check models/transformer.py --precision bf16 --backend onnx-reference --budget auto
+      lndeploy check models/transformer.py --ln plugin --plugin-impl kernel
     """
     from lndeploy.checker import check
 
     echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
     result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
                    report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx),
-                   url=url, model_name=model_name)
+                   url=url, model_name=model_name, layers=layers, plots=plots, budget=budget,
+                   plugin_impl=plugin_impl)
     for name, stats in result.outputs.items():
         echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
-             f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']}")
+             f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']} "
+             f"({stats['over_fraction']:.2%})" + _worst(stats))
+    if result.layers:
+        from lndeploy.checker.layers import describe, table
+
+        for line in table(result.layers, result.first_divergence):
+            echo(line)
+        if result.first_divergence:
+            echo(f"  {describe(result.first_divergence)}")
+    if result.plugin_impl:
+        echo(f"  plugin nodes ran on: {result.plugin_impl}")
     for note in result.notes:
         echo(f"  note: {note}")
     for skip in result.skipped:
         echo(f"  skipped sizes {skip['sizes']}: PyTorch itself fails ({skip['reason']})")
     echo(result.summary())
+    for path in result.plots:
+        echo(f"wrote {path}")
     if report and report != "-":
         echo(f"wrote {report}")
     if not result.passed:
         sys.exit(1)
 
 
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+def _worst(stats: dict) -> str:
+    """Where a failing output is worst: the element, both values, the sample."""
+    if not stats["over_tolerance"] or stats.get("worst_index") is None:
+        return ""
+    return (f"; worst at {stats['worst_index']} (sample {stats.get('worst_sample')}): {_num(stats['worst_actual'], 6)} "
+            f"vs PyTorch {_num(stats['worst_expected'], 6)}")
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
