@@ -1,7 +1,7 @@
 """Error budgets: how far an fp16/bf16 artifact may be from fp32 PyTorch (``check --budget auto|fixed``).
 
-``fixed`` gates at the tolerance (SPEC section 4: 1e-2 for fp16/bf16, or ``--atol``). ``auto`` (the default
-for fp16/bf16 unless ``--atol`` is given) asks PyTorch how much error the precision itself costs on this
+``fixed`` gates at the tolerance (README 'How check decides': 1e-2 for fp16/bf16, or ``--atol``).
+``auto`` (the default for fp16/bf16 unless ``--atol`` is given) asks PyTorch how much error the precision itself costs on this
 model: the model runs a second time in that precision, on the very inputs of the check, and its error
 against fp32 PyTorch is ``reference_error``. The artifact passes when every element is within
 
