@@ -97,7 +97,7 @@ def _nan_high(value) -> float:
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
-          example_inputs=None, dynamic_axes=None) -> CheckResult:
+          example_inputs=None, dynamic_axes=None, inputs=None, save_outputs=None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -105,8 +105,11 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
-    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. Returns a
-    ``CheckResult``; the caller decides what a failure means (the CLI exits 1).
+    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``inputs``:
+    a .npz/.npy file or folder of input sets to use instead of generated ones (``lndeploy.input_sets``;
+    else the model file's ``sample_inputs()`` when it has one); ``save_outputs``: a folder to write
+    PyTorch's outputs and the inputs used to (``lndeploy.checker.golden``). Returns a ``CheckResult``;
+    the caller decides what a failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
@@ -119,11 +122,15 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
         # before minutes of export and inference, not after
         raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
+    if save_outputs is not None:
+        from lndeploy.checker.golden import check_target
+
+        check_target(save_outputs, inputs)
     context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context)
+                        example_inputs, dynamic_axes, context, inputs, save_outputs)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -134,12 +141,15 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict) -> CheckResult:
+           dynamic_axes, context: dict, inputs=None, save_outputs=None) -> CheckResult:
     from lndeploy import modelfile, parity
+    from lndeploy.checker import golden
     from lndeploy.checker import report as reports
-    from lndeploy.checker.compare import compare
+    from lndeploy.checker.compare import compare, given_inputs
 
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
+    given = given_inputs(spec, inputs)  # None: generated
+    recorder = golden.Recorder() if save_outputs is not None else None
     artifact = onnx or engine
     if artifact is not None:
         if not Path(artifact).is_file():
@@ -159,13 +169,18 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
                                   atol=tol.atol, rtol=tol.rtol).notes
         digest = reports.sha256(artifact)
         context["artifact"]["sha256"] = digest
-        result = compare(spec, str(artifact), backend, tol, samples, seed, debug)
+        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, given=given, record=recorder)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln, result.sha256 = precision, ln, digest
     result.plugin_impl = _plugin_impl(ln, backend)
+    if given:
+        result.notes.append(f"inputs as given: {given[0]} ({len(result.samples)} sets)")
+    if recorder is not None:
+        golden.save(save_outputs, recorder, result, model=reports.model_reference(model), seed=seed,
+                    input_source=given[0] if given else "generated")
     return result
 
 
