@@ -94,14 +94,14 @@ def parse(data: dict, path: Path) -> list[ModelEntry]:
 
 
 def _entry(raw: dict, defaults: dict, folder: Path, where: str) -> ModelEntry:
-    _known(raw, MODEL_KEYS, where)
     if not isinstance(raw.get("path"), str):
         raise BadInputError(f"{where}: key 'path' (the model file) is required and must be a string")
+    name = raw.get("name", Path(raw["path"].split(":")[0]).stem)
+    where = f"{where} ({name})"
+    _known(raw, MODEL_KEYS, where)
     artifact = [k for k in ("onnx", "engine") if k in raw]
     if len(artifact) > 1:
         raise BadInputError(f"{where}: give key 'onnx' or key 'engine', not both")
-    name = raw.get("name", Path(raw["path"].split(":")[0]).stem)
-    where = f"{where} ({name})"
     merged = {**DEFAULTS, **defaults, **raw}
     if artifact:  # the artifact has its own precision and LN form
         for key in ("precisions", "ln"):
