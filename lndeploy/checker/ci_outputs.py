@@ -244,3 +244,15 @@ def write_all(run, junit=None, summary=None) -> list[str]:
         write_summary(summary, run)
     lines = annotations(run) if os.environ.get("GITHUB_ACTIONS") == "true" else []
     return lines + [f"wrote {path}" for path in (junit, summary) if path is not None]
+
+
+def finish(run, junit, summary, report, echo) -> int:
+    """The end of ``check --config``: the run's JSON report, JUnit, summary, annotations; its exit code."""
+    from lndeploy.checker import report as reports
+
+    if report is not None:
+        reports.write(report, run.to_report())
+    for line in write_all(run, junit, summary):
+        echo(line)
+    echo(run.summary())
+    return run.exit_code

@@ -62,7 +62,12 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
                             "--engine": engine})
     given = {k: v for k, v in locals().items() if v is not None and k in _PER_CHECK}
     if config is not None:
-        sys.exit(_matrix(config, model, given, samples, seed, report, junit, summary, debug_flag(ctx), echo))
+        from lndeploy.checker import matrix
+
+        _refuse(given, "--config (the config file sets it per model; docs/ci.md)", *_PER_CHECK)
+        run = matrix.run(config, samples=samples, seed=seed, debug=debug_flag(ctx),
+                         progress=lambda cell: echo(ci_outputs.progress_line(cell)))
+        sys.exit(ci_outputs.finish(run, junit, summary, report, echo))
     if golden is not None:
         _refuse(given, "--golden", "inputs", "save_outputs", "ln", "precision", "opset")
     if golden is None and model is None:
@@ -113,29 +118,14 @@ def _refuse(given: dict, mode: str, *names) -> None:
             raise click.UsageError(f"{option} does not go with {mode}")
 
 
-def _matrix(config, model, given, samples, seed, report, junit, summary, debug, echo) -> int:
-    from lndeploy.checker import ci_outputs, matrix
-    from lndeploy.checker import report as reports
-
-    _refuse(given, "--config (the config file sets it per model; docs/ci.md)", *_PER_CHECK)
-    run = matrix.run(config, samples=samples, seed=seed, debug=debug,
-                     progress=lambda cell: echo(ci_outputs.progress_line(cell)))
-    if report is not None:
-        reports.write(report, run.to_report())
-    for line in ci_outputs.write_all(run, junit, summary):
-        echo(line)
-    echo(run.summary())
-    return run.exit_code
-
-
 def _write_single(model, backend, junit, summary, echo, result=None, error=None, seconds=0.0) -> None:
-    if junit is None and summary is None:
-        return
-    from lndeploy.checker import ci_outputs, matrix
+    """--junit/--summary of a single check: a one-cell run."""
+    if junit is not None or summary is not None:
+        from lndeploy.checker import ci_outputs, matrix
 
-    run = matrix.single(model, backend or "onnxruntime", result=result, error=error, seconds=seconds)
-    for line in ci_outputs.write_all(run, junit, summary):
-        echo(line)
+        for line in ci_outputs.write_all(matrix.single(model, backend or "onnxruntime", result, error, seconds),
+                                         junit, summary):
+            echo(line)
 
 
 def _num(value) -> str:

@@ -131,3 +131,11 @@ def test_zoo_matrix_24_cells_in_one_process(run_cli, tmp_path):
     assert len(cases) == outputs and {key[0].split(".")[0] for key in cases} == set(ZOO)
     assert all(case.is_passed for case in cases.values())
     print(f"24-cell zoo matrix: {seconds:.1f} s")
+
+
+def test_a_single_check_writes_a_one_cell_junit_and_summary(run_cli, tmp_path, zoo_export):
+    result = run_cli("check", zoo_model("fnn"), "--onnx", zoo_export("fnn").path, "--junit", tmp_path / "j.xml",
+                     "--summary", tmp_path / "s.md")
+    assert result.code == 0, result.err
+    assert list(_cases(tmp_path / "j.xml")) == [("fnn.fp32.native.onnxruntime", "output")]
+    assert "| fnn | fp32 | native | onnxruntime | ✅ passed | output |" in (tmp_path / "s.md").read_text()
