@@ -116,13 +116,14 @@ def summary_markdown(run, title: str | None = None) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in run.counts().items() if n)
     lines = [f"### {title or 'lndeploy parity: ' + run.config}", "",
              f"**{len(run.cells)} cells: {counts}** · exit {run.exit_code} · {run.seconds:.1f} s", "",
-             "| model | precision | LN | backend | status | worst output | max abs error | limit | time (s) |",
-             "|---|---|---|---|---|---|---:|---:|---:|"]
+             "| model | precision | LN | backend | status | worst output | max abs error | limit | check (s) "
+             "| export (s) |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for cell in run.cells:
         name, stats = cell.worst or ("-", {})
         lines.append(f"| {cell.model} | {cell.precision or '(artifact)'} | {cell.ln or '(artifact)'} | {cell.backend} "
                      f"| {ICONS[cell.status]} | {_md(name)} | {_num(stats.get('max_abs'))} | {_num(cell.limit)} "
-                     f"| {cell.seconds:.1f} |")
+                     f"| {cell.seconds:.1f} | {cell.export_seconds:.1f} |")
     troubled = [c for c in run.cells if c.status != "passed"]
     if troubled:
         lines += ["", "<details><summary>what failed or was skipped</summary>", ""]

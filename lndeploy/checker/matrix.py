@@ -39,7 +39,8 @@ class Cell:
     status: str = "pending"  # passed | failed | error | skipped
     exit_code: int | None = None
     message: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # the check; the export it shares with its group is export_seconds
+    export_seconds: float = 0.0
     result: object = None  # the CheckResult, when the comparison ran
     report: dict = field(default_factory=dict)
 
@@ -64,7 +65,8 @@ class Cell:
     def to_dict(self) -> dict:
         return {"id": self.id, "model": self.model, "path": self.path, "precision": self.precision, "ln": self.ln,
                 "backend": self.backend, "status": self.status, "exit_code": self.exit_code,
-                "message": self.message, "seconds": round(self.seconds, 3), "report": self.report}
+                "message": self.message, "seconds": round(self.seconds, 3),
+                "export_seconds": round(self.export_seconds, 3), "report": self.report}
 
 
 @dataclass
@@ -140,14 +142,17 @@ def _run_model(entry, cells: list, tmp: str, exports: list, debug: bool, progres
         return
     for precision, ln in _groups(entry):
         group = [c for c in cells if (c.precision, c.ln) == (precision, ln)]
+        start = time.perf_counter()
         try:
             artifacts = _artifacts(entry, spec, precision, ln, tmp, exports, {c.backend for c in group})
         except Exception as err:
-            for cell in group:
-                _fail(cell, err, debug, entry, progress)
-            continue
+            artifacts = err
         for cell in group:
-            _run_cell(cell, entry, spec, artifacts, debug, progress)
+            cell.export_seconds = time.perf_counter() - start if cell is group[0] else group[0].export_seconds
+            if isinstance(artifacts, Exception):
+                _fail(cell, artifacts, debug, entry, progress)
+            else:
+                _run_cell(cell, entry, spec, artifacts, debug, progress)
 
 
 def _artifacts(entry, spec, precision, ln, tmp: str, exports: list, backends: set) -> dict:
