@@ -43,10 +43,10 @@ def failure_message(cell, name: str, stats: dict) -> str:
     if stats.get("error") or (result.error and not stats.get("over_tolerance")):
         line = f"output {name!r}: {stats.get('error') or result.error}"
     else:
-        line = (f"output {name!r}: max abs error {_num(stats['max_abs'])} > limit {_num(cell.limit)}; "
+        line = (f"output {name!r}: max abs error {_num(stats['max_abs'], 3)} > limit {_num(cell.limit)}; "
                 f"{stats['over_tolerance']} of {stats['elements']} elements over, worst at {stats['worst_index']} "
-                f"(sample {stats.get('worst_sample')}): {_num(stats['worst_actual'])} vs PyTorch "
-                f"{_num(stats['worst_expected'])}")
+                f"(sample {stats.get('worst_sample')}): {_num(stats['worst_actual'], 6)} vs PyTorch "
+                f"{_num(stats['worst_expected'], 6)}")
     return line + divergence_text(result.first_divergence)
 
 
@@ -202,10 +202,10 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _num(value) -> str:
+def _num(value, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a" if value is None else str(value)
-    return f"{value:.2g}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def progress_line(cell) -> str:

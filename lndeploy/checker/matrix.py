@@ -33,7 +33,7 @@ class Cell:
 
     model: str  # the [[model]] name
     path: str  # the model file (annotations point at it)
-    precision: str | None  # None: the given artifact's own
+    precision: str | None  # None: a given artifact's own, filled in once it is read
     ln: str | None
     backend: str
     status: str = "pending"  # passed | failed | error | skipped
@@ -202,6 +202,7 @@ def _run_cell(cell: Cell, entry, spec, artifacts: dict, debug: bool, progress) -
         _fail(cell, err, debug, entry, progress)
         return
     cell.seconds = time.perf_counter() - start
+    cell.precision, cell.ln = cell.precision or result.precision, cell.ln or result.ln  # a given artifact's own
     report = {**reports.header(model=entry.path, seed=entry.seed), **result.to_report()}
     if not (entry.onnx or entry.engine):
         label = f"(exported in this run: ln={cell.ln}, {cell.precision}, opset {entry.opset or 18})"

@@ -30,8 +30,8 @@ def test_two_cells_share_one_artifact_and_pass(run_cli, tmp_path, zoo_export):
     result = run_cli("check", "--config", config, "--junit", tmp_path / "j.xml", "--summary", tmp_path / "s.md",
                      "--report", tmp_path / "r.json")
     assert result.code == 0, result.out + result.err
-    assert set(_cases(tmp_path / "j.xml")) == {("fnn.artifact.artifact.onnxruntime", "output"),
-                                                ("fnn.artifact.artifact.onnx-reference", "output")}
+    assert set(_cases(tmp_path / "j.xml")) == {("fnn.fp32.native.onnxruntime", "output"),
+                                                ("fnn.fp32.native.onnx-reference", "output")}
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["schema"] == "lndeploy.matrix/1" and report["counts"]["passed"] == 2
     cells = {c["backend"]: c["report"] for c in report["cells"]}
@@ -65,8 +65,8 @@ def test_one_perturbed_artifact_fails_exactly_its_case(run_cli, tmp_path, zoo_ex
     cases = _cases(tmp_path / "j.xml")
     assert len(cases) == 3
     failed = {key: case for key, case in cases.items() if not case.is_passed}
-    assert list(failed) == [("fnn-perturbed.artifact.artifact.onnxruntime", "output")]
-    message = failed[("fnn-perturbed.artifact.artifact.onnxruntime", "output")].result[0].message
+    assert list(failed) == [("fnn-perturbed.fp32.native.onnxruntime", "output")]
+    message = failed[("fnn-perturbed.fp32.native.onnxruntime", "output")].result[0].message
     # names the output and its worst element; with localisation (first_divergence) also the layer
     assert "output 'output'" in message and "worst at [" in message and "vs PyTorch" in message
     report = json.loads((tmp_path / "r.json").read_text())
@@ -74,7 +74,7 @@ def test_one_perturbed_artifact_fails_exactly_its_case(run_cli, tmp_path, zoo_ex
     first = report["cells"][2]["report"].get("first_divergence")
     if first:
         assert first["node"] in message
-    assert "| fnn-perturbed | (artifact) | (artifact) | onnxruntime | ❌ failed |" in step.read_text()
+    assert "| fnn-perturbed | fp32 | native | onnxruntime | ❌ failed |" in step.read_text()
     annotation = [line for line in result.out.splitlines() if line.startswith("::error ")]
     assert len(annotation) == 1 and "file=" in annotation[0] and "fnn-perturbed" in annotation[0]
 
