@@ -108,3 +108,14 @@ def test_golden_needs_an_artifact_and_no_model(run_cli, tmp_path):
     assert run_cli("check", "--golden", tmp_path).code == 2
     result = run_cli("check", DISTILBERT, "--golden", tmp_path, "--onnx", tmp_path / "x.onnx")
     assert result.code == 2 and "drop MODEL" in result.err
+
+
+def test_sample_inputs_that_raise_are_a_model_fault(run_cli, tmp_path, zoo_export):
+    model = tmp_path / "fnn_samples.py"
+    model.write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
+                     "from models.fnn import build, example_inputs, dynamic_axes\n\n"
+                     "def sample_inputs():\n    import torch\n    yield {'input': torch.ones(2, 64)}\n"
+                     "    raise RuntimeError('dataset gone')\n")
+    result = run_cli("check", model, "--onnx", zoo_export("fnn").path)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "sample_inputs() raised RuntimeError: dataset gone" in result.err
