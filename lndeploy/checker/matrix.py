@@ -1,9 +1,10 @@
 """``lndeploy check --config FILE.toml``: a whole matrix of checks in one process (docs/ci.md).
 
 Six models in two precisions and two LN forms, run as separate commands, import torch and export the
-same model again in every step. Here torch is imported once, each model file loaded once, and each
-(model, precision, LN form) exported once into a temporary folder and reused by every backend of it
-(an engine built from it once per group). Every cell goes through ``lndeploy.check``, the one check
+same model again in every step. Here torch is imported once, each model file loaded once and traced
+by torch's exporter once (LN form and precision are graph passes over that trace), and each (model,
+precision, LN form) exported (passes + verification) once into a temporary folder and reused by every
+backend of it (an engine built from it once per group). Every cell goes through ``lndeploy.check``, the one check
 core, with the exported file as its artifact.
 
 Exit code: the worst of the cells by SPEC section 2's meaning: 4 (an internal error) over 2 (a model
@@ -140,11 +141,12 @@ def _run_model(entry, cells: list, tmp: str, exports: list, debug: bool, progres
         for cell in cells:
             _fail(cell, err, debug, entry, progress)
         return
+    traced = {}  # torch's exporter runs once per model: LN form and precision are passes over its graph
     for precision, ln in _groups(entry):
         group = [c for c in cells if (c.precision, c.ln) == (precision, ln)]
         start = time.perf_counter()
         try:
-            artifacts = _artifacts(entry, spec, precision, ln, tmp, exports, {c.backend for c in group})
+            artifacts = _artifacts(entry, spec, precision, ln, tmp, exports, {c.backend for c in group}, traced)
         except Exception as err:
             artifacts = err
         for cell in group:
@@ -155,19 +157,23 @@ def _run_model(entry, cells: list, tmp: str, exports: list, debug: bool, progres
                 _run_cell(cell, entry, spec, artifacts, debug, progress)
 
 
-def _artifacts(entry, spec, precision, ln, tmp: str, exports: list, backends: set) -> dict:
+def _artifacts(entry, spec, precision, ln, tmp: str, exports: list, backends: set, traced: dict) -> dict:
     """{"onnx": path, "engine": path or an error}: the given artifact, or the group's one export (and,
-    for a tensorrt backend, its one engine)."""
+    for a tensorrt backend, its one engine). ``traced``: the model's one torch trace, made on first use."""
     if entry.engine:
         return {"engine": entry.engine}
     onnx = entry.onnx
     if onnx is None:
+        from lndeploy.exporter import trace
         from lndeploy.pipeline import export
 
         atol, rtol = entry.tolerance(precision)
         onnx = os.path.join(tmp, f"{entry.name}.{precision}.{ln}.onnx")
         start = time.perf_counter()
-        export(spec, onnx, ln=ln, precision=precision, opset=entry.opset or 18, atol=atol, rtol=rtol)
+        if "graph" not in traced:
+            traced["graph"] = trace(spec, entry.opset or 18)
+        export(spec, onnx, ln=ln, precision=precision, opset=entry.opset or 18, atol=atol, rtol=rtol,
+               traced=traced["graph"])
         exports.append({"model": entry.name, "precision": precision, "ln": ln,
                         "seconds": round(time.perf_counter() - start, 3)})
     found = {"onnx": onnx}
