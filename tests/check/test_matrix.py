@@ -139,3 +139,22 @@ def test_a_single_check_writes_a_one_cell_junit_and_summary(run_cli, tmp_path, z
     assert result.code == 0, result.err
     assert list(_cases(tmp_path / "j.xml")) == [("fnn.fp32.native.onnxruntime", "output")]
     assert "| fnn | fp32 | native | onnxruntime | ✅ passed | output |" in (tmp_path / "s.md").read_text()
+
+
+def test_export_reuses_a_trace_without_running_torchs_exporter_or_changing_it(tmp_path, monkeypatch):
+    from lndeploy import modelfile
+    from lndeploy.exporter import torch_export, trace
+    from lndeploy.pipeline import export
+
+    spec = modelfile.load(zoo_model("fnn"))
+    traced = trace(spec)
+    before = traced.SerializeToString()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch's exporter ran again")
+
+    monkeypatch.setattr(torch_export, "run_exporter", refuse)
+    result = export(spec, tmp_path / "fnn.onnx", ln="plugin", precision="fp16", traced=traced)
+    assert result.verification and result.precision == "fp16"
+    assert any(n.op_type == "LndeployLayerNorm" for n in onnx.load(result.path).graph.node)
+    assert traced.SerializeToString() == before  # the passes worked on a copy
