@@ -49,7 +49,7 @@ def export_legacy(case, folder: Path) -> tuple[Path, Path, str]:
     import torch
 
     from lndeploy.modelfile import load
-    from lndeploy.passes.fuse import fuse
+    from lndeploy.pipeline import fuse
 
     label, model_file, factory, shape = case
     if factory:

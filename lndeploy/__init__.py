@@ -11,10 +11,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "export": ("lndeploy.pipeline", "export"),
     "check": ("lndeploy.checker", "check"),
-    "fuse": ("lndeploy.passes.fuse", "fuse"),
+    "fuse": ("lndeploy.pipeline", "fuse"),
     "build_engine": ("lndeploy.backends.tensorrt", "build_engine"),
     "bench": ("lndeploy.benchmark", "bench"),
     "Session": ("lndeploy.session", "Session"),
+    "package": ("lndeploy.serving.repository", "package"),
+    "serve": ("lndeploy.serving.server", "serve"),
     "load_model": ("lndeploy.modelfile", "load"),
     "ModelSpec": ("lndeploy.modelfile", "ModelSpec"),
 }

@@ -27,3 +27,20 @@ class UnavailableError(LndeployError):
     """The requested backend, runtime or hardware cannot run here (exit 3)."""
 
     exit_code = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the CLI's handler so that cleanup (temp files) runs as for Ctrl-C. A
+    ``KeyboardInterrupt`` so that everything that lets Ctrl-C through lets it through (exit 143)."""
+
+
+def interrupt_in(err: BaseException | None) -> KeyboardInterrupt | None:
+    """A KeyboardInterrupt (or ``Terminated``) anywhere in ``err``'s cause/context chain: libraries
+    (torch's exporter) wrap a Ctrl-C in errors of their own, and it must stay a Ctrl-C."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

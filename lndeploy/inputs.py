@@ -36,7 +36,7 @@ def specs_from_examples(inputs: dict, dynamic_axes: dict) -> list[InputSpec]:
         array = tensor.detach().cpu()
         dtype = torch_to_numpy_dtype(array.dtype)
         low = high = 0.0
-        if not array.dtype.is_floating_point and array.numel():
+        if not array.dtype.is_floating_point and not array.dtype.is_complex and array.numel():
             low, high = float(array.min()), float(array.max())
         specs.append(InputSpec(name, dtype, shape, low, high))
     return specs
@@ -81,7 +81,9 @@ def torch_to_numpy_dtype(dtype) -> np.dtype:
     import torch
 
     if dtype == torch.bfloat16:
-        raise ValueError("bfloat16 model inputs have no numpy dtype; keep model inputs fp32")
+        from lndeploy.errors import BadInputError
+
+        raise BadInputError("bfloat16 model inputs have no numpy dtype; keep model inputs fp32")
     return torch.empty((), dtype=dtype).numpy().dtype
 
 
@@ -116,8 +118,8 @@ def generate(specs: list[InputSpec], sizes: dict[str, int], seed: int) -> dict[s
     feed = {}
     for spec in specs:
         shape = concrete_shape(spec, sizes)
-        if spec.dtype.kind == "f":
-            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        if spec.dtype.kind == "f" or spec.dtype.name == "bfloat16":  # ml_dtypes' bf16 is kind "V"
+            feed[spec.name] = rng.standard_normal(shape).astype(np.float32).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             feed[spec.name] = rng.integers(0, 2, shape).astype(bool)
         else:

@@ -41,8 +41,11 @@ def inspect_engine(path: Path) -> dict:
         raise BadInputError(f"engine not found: {path}")
     with open(path, "rb") as f:
         magic = f.read(4)
+    if magic not in _ENGINE_MAGIC:  # as a garbage .onnx is exit 2, so is a garbage .engine
+        raise BadInputError(f"{path} is not a TensorRT engine: it starts with {magic!r}, not a TensorRT "
+                            f"(ftrt) or TensorRT-RTX (vtrt) header")
     info = {"artifact": str(path), "kind": "tensorrt-engine", "size_bytes": path.stat().st_size,
-            "header": _ENGINE_MAGIC.get(magic, f"unrecognized ({magic!r}): not a TensorRT engine?")}
+            "header": _ENGINE_MAGIC[magic]}
     sidecar = Path(str(path) + ".json")
     if not sidecar.is_file():
         # an engine from trtexec or another tool is valid; only what the file itself says is known,

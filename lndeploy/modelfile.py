@@ -19,6 +19,11 @@ from pathlib import Path
 from lndeploy.errors import BadInputError
 
 
+class ModelFaultError(BadInputError):
+    """The model's own code ended the call in a way no input explains: ``sys.exit``, a
+    ``BaseException`` of its own. Never a size to skip: whoever probes sizes re-raises it (exit 2)."""
+
+
 @dataclass
 class ModelSpec:
     """A loaded model: the module in eval mode, named example inputs, and named dynamic dims."""
@@ -33,22 +38,30 @@ class ModelSpec:
     def given_input_sets(self):
         """The sets ``sample_inputs()`` yields (dicts name -> tensor or array), drawn lazily; what the
         function raises, also mid-way, is a model fault (exit 2)."""
-        where = f"{self.source}: sample_inputs()"
         try:
             for given in self.sample_inputs():
                 yield given
-        except Exception as err:
-            raise BadInputError(f"{where} raised {type(err).__name__}: {_first_line(err)}") from err
+        except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C; the consumer closing the generator
+            raise
+        except BaseException as err:
+            raise _fault(f"{self.source}: sample_inputs()", err) from err
 
     @property
     def input_names(self) -> list[str]:
         return list(self.inputs)
 
     def call(self, tensors: dict):
-        """Run the module on name -> tensor, the way its example inputs were given."""
-        if self.as_kwargs:
-            return self.module(**tensors)
-        return self.module(*(tensors[name] for name in self.inputs))
+        """Run the module on name -> tensor, the way its example inputs were given. An ``Exception``
+        passes as raised (the caller knows whether it means "sizes not supported"); ``sys.exit`` or
+        another ``BaseException`` from the model becomes ``ModelFaultError`` (Ctrl-C stays Ctrl-C)."""
+        try:
+            if self.as_kwargs:
+                return self.module(**tensors)
+            return self.module(*(tensors[name] for name in self.inputs))
+        except (Exception, KeyboardInterrupt):
+            raise
+        except BaseException as err:
+            raise ModelFaultError(f"{self.source}: forward() {_ended(err)}") from err
 
 
 def split_reference(ref: str) -> tuple[str, str]:
@@ -68,12 +81,14 @@ def import_model_module(target: str):
     sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(target)
+    except KeyboardInterrupt:
+        raise
     except ModuleNotFoundError as err:
         if err.name and not target.startswith(err.name) and err.name != target:
             raise BadInputError(f"importing {target} failed: ModuleNotFoundError: {_first_line(err)}") from err
         raise BadInputError(f"model not found: {target} is neither a file nor an importable module") from err
-    except Exception as err:
-        raise BadInputError(f"importing {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+    except BaseException as err:
+        raise _fault(f"importing {target}", err, "failed:") from err
     finally:
         sys.path.remove(os.getcwd())
 
@@ -97,9 +112,11 @@ def _import_file(path: Path, target: str):
     sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
-    except Exception as err:
+    except BaseException as err:
         sys.modules.pop(name, None)
-        raise BadInputError(f"loading {target} failed: {type(err).__name__}: {_first_line(err)}") from err
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise _fault(f"loading {target}", err, "failed:") from err
     finally:
         sys.path.remove(folder)
     return module
@@ -114,8 +131,10 @@ def load(ref: str) -> ModelSpec:
     build = _callable(module, factory, target, required=True)
     try:
         model = build()
-    except Exception as err:
-        raise BadInputError(f"{target}: {factory}() raised {type(err).__name__}: {_first_line(err)}") from err
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
+        raise _fault(f"{target}: {factory}()", err) from err
     if not isinstance(model, torch.nn.Module):
         raise BadInputError(f"{target}: {factory}() must return a torch.nn.Module, got {type(model).__name__}")
     model.eval()
@@ -189,7 +208,24 @@ def name_inputs(model, examples, where: str) -> dict:
             kind = type(value).__name__
             article = "an" if kind[:1].lower() in "aeiou" else "a"
             raise BadInputError(f"{where}: example input {name!r} is {article} {kind}, not a torch.Tensor")
+        _check_example_dtype(value, name, where)
     return dict(items)
+
+
+def _check_example_dtype(tensor, name: str, where: str) -> None:
+    """What ONNX export and the generated inputs cannot carry: complex numbers (no ONNX Runtime
+    kernels, no exporter support), bf16 inputs (no numpy dtype for the generated inputs)."""
+    import torch
+
+    if tensor.dtype.is_complex:
+        raise BadInputError(f"{where}: example input {name!r} is {tensor.dtype}: complex-valued inputs are not "
+                            f"supported (pass real and imaginary parts as two float inputs)")
+    if tensor.dtype == torch.bfloat16:
+        raise BadInputError(f"{where}: example input {name!r} is bfloat16: give fp32 example inputs "
+                            f"(export --precision bf16 makes the graph bf16 inside)")
+    if tensor.is_sparse or tensor.device.type == "meta":
+        raise BadInputError(f"{where}: example input {name!r} is a {tensor.layout if tensor.is_sparse else 'meta'} "
+                            f"tensor: give dense tensors with data")
 
 
 def validate_dynamic_axes(axes, inputs: dict, where: str) -> dict:
@@ -250,8 +286,24 @@ def _call(module, name: str, where: str, required: bool = True):
     fn = _callable(module, name, where, required)
     try:
         return fn()
-    except Exception as err:
-        raise BadInputError(f"{where}: {name}() raised {type(err).__name__}: {_first_line(err)}") from err
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
+        raise _fault(f"{where}: {name}()", err) from err
+
+
+def _fault(what: str, err: BaseException, verb: str = "raised") -> BadInputError:
+    """``what`` ("loading m.py", "m.py: build()") failed in the model's own code (exit 2)."""
+    if isinstance(err, Exception):
+        return BadInputError(f"{what} {verb} {type(err).__name__}: {_first_line(err)}")
+    return ModelFaultError(f"{what} {_ended(err)}")
+
+
+def _ended(err: BaseException) -> str:
+    """How a model's ``sys.exit`` or own ``BaseException`` is named: it is a fault, whatever the code."""
+    if isinstance(err, SystemExit):
+        return f"called sys.exit({err.code!r}): a model file must not end the process"
+    return f"raised {type(err).__name__} (a BaseException): {_first_line(err)}"
 
 
 def _first_line(err: BaseException) -> str:

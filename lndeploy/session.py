@@ -9,6 +9,8 @@ from lndeploy.errors import BadInputError
 
 
 def _open(artifact, backend: str | None, **options):
+    if backend is None and isinstance(artifact, str) and artifact.startswith(("http://", "grpc://")):
+        backend = "kserve"  # a served model: Session("http://127.0.0.1:8000", model_name="rnn")
     if backend is None:
         suffix = Path(artifact).suffix if isinstance(artifact, (str, os.PathLike)) else ""
         backend = "tensorrt" if suffix in (".engine", ".plan", ".trt") else "onnxruntime"
@@ -31,14 +33,20 @@ def _open(artifact, backend: str | None, **options):
         from lndeploy.backends.tensorrt import TrtSession
 
         return TrtSession(artifact, **options)
-    raise BadInputError(f"unknown backend {backend!r}; choose onnxruntime, onnx-reference or tensorrt")
+    if backend == "kserve":
+        from lndeploy.backends.kserve import KServeSession
+
+        return KServeSession(artifact, **options)
+    raise BadInputError(f"unknown backend {backend!r}; choose onnxruntime, onnx-reference, tensorrt or kserve")
 
 
 class Session:
     """Run a deployed artifact: ``Session("m.onnx").run({"x": array})`` -> ``{name: numpy array}``.
 
     ``backend``: ``onnxruntime`` (default for .onnx), ``onnx-reference`` (ONNX's reference evaluator:
-    slow, exact dtype semantics) or ``tensorrt`` (default for .engine). ``provider`` tells what ran.
+    slow, exact dtype semantics), ``tensorrt`` (default for .engine) or ``kserve`` (default for an
+    ``http://`` or ``grpc://`` URL: a model on a KServe v2 server, ``model_name=`` required).
+    ``provider`` tells what ran.
     ONNX Runtime sessions are the ones ``lndeploy bench`` times (``providers``, ``threads`` and
     ``disabled_optimizers`` may be given as keywords). A context manager: ``with Session(p) as s:``
     closes it on leaving. The backend's runner (``lndeploy.backends.base.Runner``) is ``runner``."""

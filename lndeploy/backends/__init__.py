@@ -11,7 +11,7 @@ import numpy as np
 
 from lndeploy.errors import BadInputError
 
-BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt")
+BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt", "kserve")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
             raise BadInputError(f"input {missing[0]!r} is missing; the model's inputs are {names}")
         items = inputs.items()
     else:
+        if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
+            raise BadInputError(f"inputs must be a dict of name -> array or a sequence of arrays in input order "
+                                f"{names}, got {type(inputs).__name__}")
         inputs = list(inputs)
         if len(inputs) != len(names):
             raise BadInputError(f"{len(inputs)} inputs given, the model takes {len(names)}: {names}")
@@ -92,6 +95,10 @@ def _is_bf16(dtype) -> bool:
 
 def _to_numpy(value, name: str) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):
+        if getattr(value, "is_meta", False):
+            raise BadInputError(f"input {name!r} is a meta tensor (a shape without data): give a tensor with values")
+        if str(getattr(value, "layout", "torch.strided")) != "torch.strided":
+            raise BadInputError(f"input {name!r} is a {value.layout} tensor: give a dense one (tensor.to_dense())")
         tensor = value.detach().cpu()
         if str(tensor.dtype) == "torch.bfloat16":  # torch cannot hand bf16 to numpy: pass the bits
             import ml_dtypes
@@ -99,7 +106,11 @@ def _to_numpy(value, name: str) -> np.ndarray:
 
             return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         return tensor.numpy()
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as err:  # a ragged nested list, an object numpy cannot hold
+        why = str(err).splitlines()[0][:150]
+        raise BadInputError(f"input {name!r} is not a rectangular numeric array: {why}") from None
     if array.dtype.kind not in "biufc" and not _is_bf16(array.dtype):  # str, None, objects
         raise BadInputError(f"input {name!r} is a {type(value).__name__} ({array.dtype}), not a numeric array: "
                             f"give a numpy array or a torch tensor")

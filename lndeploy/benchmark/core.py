@@ -9,7 +9,7 @@ backend's median latency, both from this run and this batch size.
 
 from __future__ import annotations
 
-import os
+import math
 import tempfile
 import time
 
@@ -40,7 +40,13 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
     ``progress(done, total)`` and ``log(line)`` report progress. ``json_path``: where the report is
     written (atomically).
     """
-    chosen = _check_args(backends, batches, threads, budget, max_runs, json_path)
+    chosen = _check_args(backends, batches, threads, budget, max_runs)
+    if json_path is not None:  # fail before a long run, not after it
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        source = model_file(target)
+        prepare_outputs({"--json": json_path},
+                        {"TARGET": source, "the engine's sidecar": f"{source}.json" if source else None})
     if backends is not None and "tensorrt" in chosen:  # say so before an export of several seconds
         why = runners.tensorrt_unavailable()
         if why:
@@ -78,7 +84,7 @@ def bench(target, *, backends=None, batches=DEFAULT_BATCHES, threads: int | None
     return result
 
 
-def _check_args(backends, batches, threads, budget, max_runs, json_path) -> list:
+def _check_args(backends, batches, threads, budget, max_runs) -> list:
     chosen = list(runners.BACKENDS) if backends is None else list(dict.fromkeys(backends))
     unknown = [b for b in chosen if b not in runners.BACKENDS]
     if unknown:
@@ -89,14 +95,10 @@ def _check_args(backends, batches, threads, budget, max_runs, json_path) -> list
         raise BadInputError(f"batch sizes must be positive integers, got {list(batches or [])}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise BadInputError(f"threads must be a positive integer, got {threads!r}")
-    if not budget or budget <= 0:
-        raise BadInputError(f"budget must be positive seconds, got {budget!r}")
+    if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise BadInputError(f"budget must be a positive finite number of seconds, got {budget!r}")
     if max_runs is not None and max_runs < 1:
         raise BadInputError(f"max runs must be at least 1, got {max_runs}")
-    if json_path is not None:
-        folder = os.path.dirname(os.path.abspath(os.fspath(json_path)))
-        if not os.path.isdir(folder):  # fail before a long run, not after it
-            raise BadInputError(f"output folder does not exist: {folder}")
     return chosen
 
 
@@ -171,10 +173,12 @@ def _run_plan(tgt, active: list, plan: list, budget: float, max_runs, progress) 
         fns, accuracy = _bind_all(active, feed)
         cpu_start = machine.cpu_snapshot()
         samples = timing.run_rounds(fns, budget, max_runs, _progress_in(progress, index * budget, budget, total))
+        cpu_end = machine.cpu_snapshot()
         results.append({"batch": batch, "sizes": sizes,
                         "shapes": {k: list(v.shape) for k, v in feed.items()},
                         "samples": samples, "max_abs_vs_pytorch": accuracy,
-                        "other_processes_cpu": machine.other_processes_share(cpu_start, machine.cpu_snapshot())})
+                        "other_processes_cpu": machine.other_processes_share(cpu_start, cpu_end),
+                        "steal_cpu": machine.steal_share(cpu_start, cpu_end)})
         if progress:
             progress(budget * (index + 1), total)
     return results

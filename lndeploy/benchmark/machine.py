@@ -96,7 +96,8 @@ def versions(*extra: str) -> dict:
 
 
 def cpu_snapshot() -> tuple | None:
-    """(busy ticks of all CPUs, all ticks, this process's CPU seconds) from /proc/stat, or None."""
+    """(busy ticks of all CPUs, all ticks, this process's CPU seconds, steal ticks) from /proc/stat,
+    or None. Steal (the 8th field) is time a hypervisor ran other guests on these CPUs."""
     try:
         with open("/proc/stat", encoding="utf-8") as fh:
             fields = [int(v) for v in fh.readline().split()[1:]]
@@ -104,7 +105,15 @@ def cpu_snapshot() -> tuple | None:
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     usage = os.times()
-    return sum(fields) - idle, sum(fields), usage.user + usage.system
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields) - idle, sum(fields), usage.user + usage.system, steal
+
+
+def steal_share(start: tuple | None, end: tuple | None) -> float | None:
+    """Fraction of the CPU ticks between two snapshots that the hypervisor gave to other guests."""
+    if start is None or end is None or len(start) < 4 or len(end) < 4 or end[1] <= start[1]:
+        return None
+    return round(min(max((end[3] - start[3]) / (end[1] - start[1]), 0.0), 1.0), 3)
 
 
 def other_processes_share(start: tuple | None, end: tuple | None) -> float | None:

@@ -13,11 +13,10 @@ import datetime
 import json
 from pathlib import Path
 
-from lndeploy.benchmark import timing
+from lndeploy.benchmark import reliability, timing
 from lndeploy.errors import BadInputError
 
 SCHEMA = "lndeploy.bench/1"
-BUSY_SHARE = 0.05  # other processes' share of the CPU above which a run is called noisy
 
 
 class BenchReport:
@@ -25,6 +24,10 @@ class BenchReport:
 
     def __init__(self, data: dict):
         self.data = data
+
+    @property
+    def reliable(self) -> bool:
+        return self.data["reliability"]["reliable"]
 
     @property
     def results(self) -> list:
@@ -56,7 +59,8 @@ def assemble(tgt, facts: dict, versions: dict, active: list, skipped: list, resu
             rows.append(_row(batch_result, name, sample, base, base_stats))
     backends = [{"name": r.name, "status": "ran", "provider": r.provider, **r.info} for r in active]
     backends += [{"name": s.name, "status": "skipped", "reason": s.reason} for s in skipped]
-    notes = list(tgt.notes) + _busy_note(facts, results)
+    notes = list(tgt.notes)
+    assessment = reliability.assess(rows, settings["threads"])
     if tgt.spec is None:
         notes.append("no PyTorch baseline for an artifact: ratios need the model file")
     return {
@@ -68,6 +72,7 @@ def assemble(tgt, facts: dict, versions: dict, active: list, skipped: list, resu
         "settings": settings,
         "backends": backends,
         "results": rows,
+        "reliability": assessment,
         "notes": notes,
     }
 
@@ -88,17 +93,10 @@ def _row(batch_result: dict, name: str, sample, base, base_stats) -> dict:
         "ratio_vs_pytorch": ratio, "ratio_vs_pytorch_rounds": rounds,
         "faults_per_run": st.faults_per_run,
         "other_processes_cpu": batch_result["other_processes_cpu"],
+        "steal_cpu": batch_result.get("steal_cpu"),
+        "round_spread": reliability.round_spread(sample.round_medians),
         "max_abs_vs_pytorch": batch_result["max_abs_vs_pytorch"].get(name),
     }
-
-
-def _busy_note(facts: dict, results: list) -> list:
-    shares = [r["other_processes_cpu"] for r in results if r["other_processes_cpu"] is not None]
-    if shares and max(shares) > BUSY_SHARE:
-        return [f"other processes used up to {max(shares):.0%} of the CPU while timing (1-min load average "
-                f"{(facts.get('load_average_start') or ['?'])[0]} at the start): latencies are noisy, PyTorch's "
-                f"multi-threaded ones most; ratios are fairer than absolute figures (interleaved rounds)"]
-    return []
 
 
 def format_table(data: dict) -> str:
@@ -123,6 +121,9 @@ def format_table(data: dict) -> str:
         else:
             lines.append(f"{b['name']}: skipped: {b['reason']}")
     lines += [f"note: {n}" for n in data.get("notes", [])]
+    warning = reliability.summary(data["reliability"]) if data.get("reliability") else None
+    if warning:
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)
 
 

@@ -69,23 +69,33 @@ class TorchRunner(Runner):
         return {name: torch.from_numpy(array) for name, array in feed.items()}
 
     def bind(self, feed: dict):
-        import torch
-
-        tensors, call, inference_mode = self._tensors(feed), self.spec.call, torch.inference_mode
+        tensors, call = self._tensors(feed), self._call
 
         def run():
-            with inference_mode():
-                call(tensors)
+            call(tensors)
 
         return run
 
     def outputs(self, feed: dict) -> list:
-        import torch
-
         from lndeploy.exporter.verify import flatten_outputs
 
-        with torch.inference_mode():
-            return flatten_outputs(self.spec.call(self._tensors(feed)))
+        return flatten_outputs(self._call(self._tensors(feed)))
+
+    def _call(self, tensors: dict):
+        """The model on ``tensors``; its own exception is the model file's fault (exit 2), named."""
+        import torch
+
+        from lndeploy.errors import BadInputError, LndeployError
+
+        try:
+            with torch.inference_mode():
+                return self.spec.call(tensors)
+        except LndeployError:
+            raise
+        except Exception as err:
+            shapes = ", ".join(f"{k}:{tuple(v.shape)}" for k, v in tensors.items())
+            raise BadInputError(f"{self.spec.source}: forward() raised {type(err).__name__} on inputs {shapes} "
+                                f"while being timed: {str(err).strip()[:200]}") from err
 
 
 class OrtRunner(Runner):

@@ -33,8 +33,9 @@ class CheckResult:
     sha256: str | None = None  # of the artifact file that ran
     plugin_impl: str | None = None  # what ran the plugin nodes; None without plugin nodes
     budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit}
-    first_divergence: dict | None = None
-    layers: list = field(default_factory=list)
+    first_divergence: dict | None = None  # {node, module, source, max_abs, input_max_abs, ...}
+    layers: list = field(default_factory=list)  # [{node, module, max_abs, over_fraction, ...}] in graph order
+    plots: list = field(default_factory=list)  # PNG paths written by --plots
 
     @property
     def worst(self) -> tuple[str, dict] | None:
@@ -97,7 +98,8 @@ def _nan_high(value) -> float:
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
-          example_inputs=None, dynamic_axes=None, inputs=None, save_outputs=None) -> CheckResult:
+          example_inputs=None, dynamic_axes=None, url: str | None = None, model_name: str | None = None,
+          layers: str | None = None, plots=None, inputs=None, save_outputs=None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -105,32 +107,52 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
-    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``inputs``:
-    a .npz/.npy file or folder of input sets to use instead of generated ones (``lndeploy.input_sets``;
-    else the model file's ``sample_inputs()`` when it has one); ``save_outputs``: a folder to write
-    PyTorch's outputs and the inputs used to (``lndeploy.checker.golden``). Returns a ``CheckResult``;
-    the caller decides what a failure means (the CLI exits 1).
+    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``url`` and
+    ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md).
+    ``layers`` (``norms``/``all``): compare intermediate tensors even when the check passes (a failed
+    check always compares the normalizations; ``lndeploy.checker.layers``). ``plots``: a folder for
+    PNGs of the error (``lndeploy.checker.plots``; needs matplotlib). ``inputs``: a .npz/.npy file or
+    folder of input sets to use instead of generated ones (``lndeploy.input_sets``; else the model
+    file's ``sample_inputs()`` when it has one); ``save_outputs``: a folder to write PyTorch's outputs
+    and the inputs used to (``lndeploy.checker.golden``). Returns a ``CheckResult``; the caller decides
+    what a failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
 
-    if onnx is not None and engine is not None:
-        raise BadInputError("give either --onnx or --engine, not both")
+    if sum(a is not None for a in (onnx, engine, url)) > 1:
+        raise BadInputError("give one of --onnx, --engine and --url")
     for name, value in (("atol", atol), ("rtol", rtol)):
         if value is not None and not 0 <= value < float("inf"):
             raise BadInputError(f"{name} must be a finite number >= 0, got {value}")
-    if report is not None and str(report) != "-" and not Path(report).resolve().parent.is_dir():
-        # before minutes of export and inference, not after
-        raise BadInputError(f"--report: output folder does not exist: {Path(report).parent}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise BadInputError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise BadInputError(f"samples must be a positive integer, got {samples!r}")
+    if report is not None:  # before minutes of export and inference, not after ("-": stdout)
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"--report": report}, {"MODEL": model_file(model), "--onnx": onnx, "--engine": engine,
+                                               "the engine's sidecar": f"{engine}.json" if engine else None,
+                                               "--inputs": inputs})
+    if layers not in (None, "norms", "all"):
+        raise BadInputError(f"--layers must be norms or all, got {layers!r}")
+    if plots is not None:
+        from lndeploy.checker.plots import check_folder
+
+        check_folder(plots)
     if save_outputs is not None:
         from lndeploy.checker.golden import check_target
 
         check_target(save_outputs, inputs)
-    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else None,
+    if model_name is not None and url is None:
+        raise BadInputError("--model-name names a model on a server: give the server's --url too")
+    served = f"{url} model {model_name}" if url else None
+    context = {"backend": backend, "artifact": {"path": str(onnx or engine) if (onnx or engine) else served,
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context, inputs, save_outputs)
+                        example_inputs, dynamic_axes, context, url, model_name, layers, plots, inputs, save_outputs)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -141,7 +163,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict, inputs=None, save_outputs=None) -> CheckResult:
+           dynamic_axes, context: dict, url=None, model_name=None, layers=None, plots=None, inputs=None,
+           save_outputs=None) -> CheckResult:
     from lndeploy import modelfile, parity
     from lndeploy.checker import golden
     from lndeploy.checker import report as reports
@@ -156,9 +179,24 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
             raise BadInputError(f"artifact not found: {artifact}")
         ln, precision = _artifact_form(artifact, ln, precision, opset)
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
-    backend = backend or ("tensorrt" if engine is not None else "onnxruntime")
+    backend = backend or ("tensorrt" if engine is not None else "kserve" if url else "onnxruntime")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
     context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol})
+    histograms = None
+    if plots is not None:
+        from lndeploy.checker.plots import ErrorHistograms
+
+        histograms = ErrorHistograms()
+    on_sample = histograms.add if histograms else None
+    if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
+        result = compare(spec, url, "kserve", tol, samples, seed, debug, model_name=model_name, on_sample=on_sample,
+                         given=given, record=recorder)
+        result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
+        if not result.passed or layers:
+            result.notes.append("layers: not compared for a served model (its intermediate tensors stay on the "
+                                "server); run check --layers on the ONNX file it serves")
+        _given_and_saved(result, given, recorder, save_outputs, model, seed)
+        return _with_plots(result, plots, histograms)
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
         if artifact is None:
@@ -169,19 +207,51 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
                                   atol=tol.atol, rtol=tol.rtol).notes
         digest = reports.sha256(artifact)
         context["artifact"]["sha256"] = digest
-        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, given=given, record=recorder)
+        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, given=given,
+                         record=recorder)
+        if not result.passed or layers:
+            _localise(spec, str(artifact), backend, tol, result, layers or "norms", samples, seed, debug)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln, result.sha256 = precision, ln, digest
     result.plugin_impl = _plugin_impl(ln, backend)
+    _given_and_saved(result, given, recorder, save_outputs, model, seed)
+    return _with_plots(result, plots, histograms)
+
+
+def _given_and_saved(result: CheckResult, given, recorder, save_outputs, model, seed: int) -> None:
+    """Say which inputs were given; write the golden folder (``--save-outputs``)."""
+    from lndeploy.checker import golden
+    from lndeploy.checker import report as reports
+
     if given:
         result.notes.append(f"inputs as given: {given[0]} ({len(result.samples)} sets)")
     if recorder is not None:
         golden.save(save_outputs, recorder, result, model=reports.model_reference(model), seed=seed,
                     input_source=given[0] if given else "generated")
+
+
+def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
+    if plots is not None:
+        from lndeploy.checker.plots import write
+
+        result.plots = write(plots, result, histograms)
     return result
+
+
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug) -> None:
+    """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
+    the verdict of the comparison that already ran."""
+    from lndeploy.checker.layers import localise
+
+    try:
+        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed)
+    except Exception as err:
+        if debug:
+            raise
+        result.notes.append(f"layers: could not be compared ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
 
 
 def _plugin_impl(ln: str, backend: str) -> str | None:

@@ -219,23 +219,6 @@ def progress_line(cell) -> str:
     return line
 
 
-def check_paths(outputs: dict, inputs: dict) -> None:
-    """SPEC section 2: no output may resolve to an input or to another output; its folder must exist
-    (checked before any work). ``outputs``/``inputs``: option name -> path or None."""
-    from lndeploy.errors import BadInputError
-
-    seen = {Path(p).resolve(): name for name, p in inputs.items() if p is not None and str(p) != "-"}
-    for name, path in outputs.items():
-        if path is None or str(path) == "-":
-            continue
-        resolved = Path(path).resolve()
-        if resolved in seen:
-            raise BadInputError(f"{name} {path} is also {seen[resolved]}: give another path")
-        if not resolved.parent.is_dir():
-            raise BadInputError(f"{name}: output folder does not exist: {Path(path).parent}")
-        seen[resolved] = name
-
-
 def write_all(run, junit=None, summary=None) -> list[str]:
     """Write the JUnit and Markdown files asked for; returns the lines to print (annotations under
     GitHub Actions, then what was written)."""

@@ -9,12 +9,14 @@ from lndeploy.checker.signature import pair_inputs
 from lndeploy.errors import BadInputError
 
 
-def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, given=None,
-            record=None, **session_options):
+def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, on_sample=None,
+            given=None, record=None, **session_options):
     """PyTorch against ``artifact`` on generated inputs: Polygraphy's ``Comparator`` runs both runners
     on each input set, ``lndeploy.parity`` compares (one set at a time, so ``samples`` may be large).
-    ``tol``: a ``parity.Tolerance``. ``given``: ``(where, input sets)`` to run instead of generated ones
-    (``lndeploy.input_sets``); ``record(feed, pytorch_outputs)`` is called for every set that ran."""
+    ``tol``: a ``parity.Tolerance``. ``on_sample(actual, expected)``: sees every set's outputs (the
+    error histograms of ``--plots``). ``given``: ``(where, input sets)`` to run instead of generated
+    ones (``lndeploy.input_sets``); ``record(feed, pytorch_outputs)``: sees every set that ran with its
+    inputs (``--save-outputs``)."""
     from polygraphy.comparator import Comparator
 
     from lndeploy import parity
@@ -32,13 +34,16 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     def run(feed):
         with _polygraphy_quiet(debug):
             (_, [ours]), (_, [theirs]) = Comparator.run(runners, data_loader=[feed])
+        ours, theirs = dict(ours.items()), dict(theirs.items())
+        if on_sample is not None:
+            on_sample(ours, theirs)
         if record is not None:
-            record(feed, dict(theirs.items()))
-        return dict(ours.items()), dict(theirs.items())
+            record(feed, theirs)
+        return ours, theirs
 
     try:
-        outcome = parity.run_parity(_runnable_schedule(spec, samples, seed, pairing.pinned, skipped, given), run,
-                                    tol, names=output_names)
+        outcome = parity.run_parity(runnable_schedule(spec, samples, seed, pairing.pinned, skipped, given), run, tol,
+                                    names=output_names)
     finally:
         session.close()
     if not outcome.samples and outcome.error is None:
@@ -74,7 +79,7 @@ def _nonfinite_notes(outputs: dict) -> list[str]:
             for name, entry in outputs.items() if entry["matched_nonfinite"]]
 
 
-def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list, given=None):
+def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list, given=None):
     """Generated (sizes, feed) pairs that PyTorch itself can run, drawn lazily; the others are appended
     to ``skipped`` with the reason (reported, not failed). ``pinned``: dynamic dims the artifact fixes,
     generated at that size only. ``given``: ``(where, sets)`` used as they are instead (the first
@@ -84,6 +89,7 @@ def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipp
     import torch
 
     from lndeploy import input_sets
+    from lndeploy.modelfile import ModelFaultError
 
     specs = gen.pin(gen.specs_from_examples(spec.inputs, spec.dynamic_axes), pinned)
     if given is None:
@@ -94,6 +100,8 @@ def _runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipp
         try:
             with torch.inference_mode():
                 spec.call({k: torch.from_numpy(v) for k, v in feed.items()})
+        except ModelFaultError:  # sys.exit in forward(): no size explains it
+            raise
         except Exception as err:  # the model itself does not support these sizes
             reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             if given is not None:  # a given set is used as given, or not at all

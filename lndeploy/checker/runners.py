@@ -41,8 +41,17 @@ class TorchRunner(BaseRunner):
 
         tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feed_dict.items()}
         start = time.perf_counter()
-        with torch.inference_mode():
-            values = flatten_outputs(self.spec.call(tensors))
+        try:
+            with torch.inference_mode():
+                values = flatten_outputs(self.spec.call(tensors))
+        except Exception as err:  # these sizes ran before the comparison: the model is what changed
+            from lndeploy.errors import BadInputError, LndeployError
+
+            if isinstance(err, LndeployError):
+                raise
+            shapes = ", ".join(f"{k}:{tuple(v.shape)}" for k, v in feed_dict.items())
+            raise BadInputError(f"{self.spec.source}: forward() raised {type(err).__name__} on inputs {shapes} "
+                                f"during the comparison: {str(err).strip()[:200]}") from err
         self.inference_time = time.perf_counter() - start
         return OrderedDict(zip(self.output_names, (v.astype(np.float32) if v.dtype.kind == "f" else v
                                                    for v in values)))

@@ -3,11 +3,13 @@
 Subcommands live one per module and are imported only when invoked, so ``lndeploy --help`` imports
 neither torch nor onnxruntime. Every ``LndeployError`` becomes one line on stderr and its exit code
 (SPEC section 2); anything else is an internal error (exit 4) whose traceback ``--debug`` shows.
+Ctrl-C is exit 130 and SIGTERM 143 (128 + the signal), wherever they land, temp files removed.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -19,8 +21,12 @@ COMMANDS = {
     "fuse": ("lndeploy.cli.fuse_cmd", "Rewrite primitive-op LayerNorm in an ONNX file into one node."),
     "build": ("lndeploy.cli.build_cmd", "ONNX -> TensorRT engine (TensorRT or TensorRT-RTX)."),
     "bench": ("lndeploy.cli.bench_cmd", "Latency and throughput per backend, PyTorch as baseline."),
+    "package": ("lndeploy.cli.package_cmd", "Triton Inference Server model repository from artifacts."),
+    "serve": ("lndeploy.cli.serve_cmd", "A local Triton server (KServe v2 HTTP/gRPC) over artifacts."),
 }
 INTERNAL_ERROR = 4
+INTERRUPTED = 128 + signal.SIGINT
+TERMINATED = 128 + signal.SIGTERM
 
 
 class LazyGroup(click.Group):
@@ -77,18 +83,51 @@ def cli(ctx, debug):
 
 def main(argv=None):
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
+    previous = None
+    try:  # from the first statement on, so that a Ctrl-C anywhere in here is 130
+        previous = _on_sigterm_raise()
         cli.main(args=argv, prog_name="lndeploy", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:
         sys.exit(_report_click(err, debug))
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as err:  # click's form of a KeyboardInterrupt
+        sys.exit(_interrupted(err.__cause__))
+    except KeyboardInterrupt as err:
+        sys.exit(_interrupted(err))
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into exit codes
         sys.exit(_report(err, debug))
+    finally:
+        _restore_sigterm(previous)
     sys.exit(0)
+
+
+def _on_sigterm_raise():
+    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt), so ``finally`` blocks remove temp files.
+    Only in the main thread (signal handlers can only be set there), e.g. not under a test runner's
+    worker thread."""
+    from lndeploy.errors import Terminated
+
+    def raise_terminated(signum, frame):
+        raise Terminated("terminated")
+
+    try:
+        return signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(err) -> int:
+    from lndeploy.errors import Terminated
+
+    terminated = isinstance(err, Terminated)
+    click.echo("lndeploy: terminated" if terminated else "lndeploy: interrupted", err=True)
+    return TERMINATED if terminated else INTERRUPTED
 
 
 def _report_click(err: click.ClickException, debug: bool) -> int:
@@ -107,8 +146,10 @@ def _report_click(err: click.ClickException, debug: bool) -> int:
 
 
 def _report(err: Exception, debug: bool) -> int:
-    from lndeploy.errors import LndeployError
+    from lndeploy.errors import LndeployError, interrupt_in
 
+    if interrupt_in(err) is not None:  # a library's error wrapping a Ctrl-C or SIGTERM
+        return _interrupted(interrupt_in(err))
     if debug:
         import traceback
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from lndeploy.cli.options import FINITE_POSITIVE
 from lndeploy.errors import BadInputError
 
 
@@ -42,7 +43,7 @@ def _backends(items) -> list | None:
 @click.option("--batch", "batch", default="1,32", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for PyTorch and ONNX Runtime.  [default: every usable core]")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+@click.option("--budget", type=FINITE_POSITIVE, default=3.0, show_default=True,
               help="Timed seconds per batch size, shared by the backends (warm-up not counted).")
 @click.option("--max-runs", type=click.IntRange(min=1), default=None,
               help="Stop a batch size once every backend has this many timed runs.")
@@ -55,10 +56,13 @@ def _backends(items) -> list | None:
               help="Create ONNX Runtime sessions with ORT's default options (by default lndeploy turns off "
                    "SkipLayerNormFusion on CPU, measured slower; see docs/bench.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every figure to this file.")
+@click.option("--strict", is_flag=True,
+              help="Exit 3 when the timings are unreliable (rounds disagree, a busy machine): for CI gates "
+                   "on speed. The table and --json are written first.")
 @click.option("--compare", nargs=2, type=click.Path(dir_okay=False), metavar="A.json B.json",
               help="Print B's speed-up over A for every (batch, backend) both reports have; runs nothing.")
 def command(target, backends, batch, threads, budget, max_runs, dims, malloc_defaults, ort_defaults, json_path,
-            compare):
+            strict, compare):
     """Latency and throughput of TARGET per backend, PyTorch eager as the baseline.
 
     TARGET is a model file (exported here, in this process, LN native and plugin), an .onnx file
@@ -98,22 +102,32 @@ def command(target, backends, batch, threads, budget, max_runs, dims, malloc_def
     click.echo(result.table())
     if json_path:
         click.echo(f"wrote {json_path}")
+    if strict and not result.reliable:
+        from lndeploy.errors import UnavailableError
+
+        raise UnavailableError("--strict: the timings are unreliable on this machine now: "
+                               + "; ".join(result.data["reliability"]["reasons"]))
 
 
 class _ProgressBar:
-    """click.progressbar on stderr, opened at the first timed slice (set-up steps print as lines)."""
+    """click.progressbar on stderr, opened at the first timed slice. Set-up steps ("preparing
+    onnxruntime") are held until then: a run that ends in an error prints one line (SPEC section 2),
+    not the steps that led to it."""
 
     STEPS = 1000
 
     def __init__(self):
-        self._bar, self._shown = None, 0
+        self._bar, self._shown, self._held = None, 0, []
 
     def log(self, line: str) -> None:
         if self._bar is None:
-            click.echo(line, err=True)
+            self._held.append(line)
 
     def update(self, done: float, total: float) -> None:
         if self._bar is None:
+            for line in self._held:
+                click.echo(line, err=True)
+            self._held = []
             self._bar = click.progressbar(length=self.STEPS, label="timing", file=sys.stderr)
             self._bar.__enter__()
         step = int(self.STEPS * done / total) if total else self.STEPS
@@ -122,6 +136,7 @@ class _ProgressBar:
             self._shown = step
 
     def close(self) -> None:
+        self._held = []
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lndeploy.cli.options import debug_flag
+from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debug_flag
 
 
 @click.command("check")
@@ -15,17 +15,26 @@ from lndeploy.cli.options import debug_flag
 @click.option("--engine", type=click.Path(dir_okay=False), help="A TensorRT engine to check.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "onnx-reference", "tensorrt"]),
               help="What runs the artifact [default: onnxruntime for ONNX, tensorrt for engines].")
-@click.option("--atol", type=click.FloatRange(min=0), help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Also pass elements within this relative error (not gated by default).")
-@click.option("--samples", type=click.IntRange(min=1), help="Input sets to run [default: one per size combination].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--atol", type=FINITE_NONNEGATIVE, help="Max abs error allowed on every element [default: 1e-4 fp32, 1e-2 fp16/bf16].")
+@click.option("--rtol", type=FINITE_NONNEGATIVE, help="Also pass elements within this relative error (not gated by default).")
+@click.option("--samples", type=click.IntRange(min=1, max=MAX_SAMPLES),
+              help=f"Input sets to run, at most {MAX_SAMPLES} [default: one per size combination].")
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True,
+              help="Seed of the generated inputs (0 to 2**32-1).")
 @click.option("--report", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write a JSON report here (also on failure); '-' prints it to stdout, the rest to stderr.")
 @click.option("--ln", type=click.Choice(["native", "plugin"]),
               help="When exporting: LN as native node or plugin node [default: native; with an artifact: its own].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
               help="When exporting: the precision plan [default: fp32; with an artifact: its own]. Sets the default atol.")
-@click.option("--opset", type=int, help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--opset", type=click.IntRange(min=1), help="When exporting: the ONNX opset (>= 17) [default: 18].")
+@click.option("--url", help="A KServe v2 server (http://HOST:PORT or grpc://HOST:PORT) that serves the artifact.")
+@click.option("--model-name", help="With --url: the served model's name.")
+@click.option("--layers", type=click.Choice(["norms", "all"]), is_flag=False, flag_value="norms",
+              help="Compare intermediate tensors with PyTorch's modules also when the check passes: every "
+                   "normalization (--layers, --layers norms) or every module (--layers all). A failed check "
+                   "always compares the normalizations.")
+@click.option("--plots", type=click.Path(file_okay=False), help="Write PNGs of the error here (needs matplotlib).")
 @click.option("--config", type=click.Path(dir_okay=False),
               help="A TOML matrix (models x precisions x LN forms x backends) checked in one process; replaces MODEL (docs/ci.md).")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML: one test case per cell and output.")
@@ -37,8 +46,8 @@ from lndeploy.cli.options import debug_flag
 @click.option("--golden", type=click.Path(file_okay=False),
               help="Compare --onnx/--engine against a --save-outputs folder instead of PyTorch (no torch needed; no MODEL).")
 @click.pass_context
-def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, config,
-            junit, summary, inputs, save_outputs, golden):
+def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, url,
+            model_name, layers, plots, config, junit, summary, inputs, save_outputs, golden):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -49,6 +58,8 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     Example:
       lndeploy check models/rnn.py --report report.json
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
+      lndeploy check models/transformer.py --onnx t.onnx --plots plots --layers
+      lndeploy check models/rnn.py --url http://127.0.0.1:8000 --model-name rnn
       lndeploy check --config examples/zoo.toml --junit parity.xml --summary parity.md
       lndeploy check models/fnn.py --save-outputs golden/ && lndeploy check --golden golden/ --onnx fnn.onnx
     """
@@ -57,9 +68,11 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     from lndeploy.checker import check, ci_outputs
 
     echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
-    ci_outputs.check_paths({"--report": report, "--junit": junit, "--summary": summary, "--save-outputs": save_outputs},
-                           {"--config": config, "--inputs": inputs, "--golden": golden, "--onnx": onnx_path,
-                            "--engine": engine})
+    from lndeploy.outpaths import model_file, prepare_outputs
+
+    prepare_outputs({"--report": report, "--junit": junit, "--summary": summary},
+                    {"MODEL": model_file(model) if model else None, "--config": config, "--inputs": inputs,
+                     "--golden": golden, "--onnx": onnx_path, "--engine": engine})
     given = {k: v for k, v in locals().items() if v is not None and k in _PER_CHECK}
     if config is not None:
         from lndeploy.checker import matrix
@@ -69,7 +82,8 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
                          progress=lambda cell: echo(ci_outputs.progress_line(cell)))
         sys.exit(ci_outputs.finish(run, junit, summary, report, echo))
     if golden is not None:
-        _refuse(given, "--golden", "inputs", "save_outputs", "ln", "precision", "opset")
+        _refuse(given, "--golden", "inputs", "save_outputs", "ln", "precision", "opset", "url", "model_name",
+                "layers", "plots")
     if golden is None and model is None:
         raise click.UsageError("give MODEL (or --config FILE.toml, or --golden DIR with --onnx/--engine)")
     if golden is not None and model is not None:
@@ -84,18 +98,29 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
         else:
             result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol,
                            samples=samples, report=report, ln=ln, precision=precision, opset=opset, seed=seed,
-                           debug=debug_flag(ctx), inputs=inputs, save_outputs=save_outputs)
+                           debug=debug_flag(ctx), url=url, model_name=model_name, layers=layers, plots=plots,
+                           inputs=inputs, save_outputs=save_outputs)
     except Exception as err:
         _write_single(model or golden, backend, junit, summary, echo, error=err, seconds=time.perf_counter() - start)
         raise
     for name, stats in result.outputs.items():
         echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
-             f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']}")
+             f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']} "
+             f"({stats['over_fraction']:.2%})" + _worst(stats))
+    if result.layers:
+        from lndeploy.checker.layers import describe, table
+
+        for line in table(result.layers, result.first_divergence):
+            echo(line)
+        if result.first_divergence:
+            echo(f"  {describe(result.first_divergence)}")
     for note in result.notes:
         echo(f"  note: {note}")
     for skip in result.skipped:
         echo(f"  skipped sizes {skip['sizes']}: PyTorch itself fails ({skip['reason']})")
     echo(result.summary())
+    for path in result.plots:
+        echo(f"wrote {path}")
     if report and report != "-":
         echo(f"wrote {report}")
     if save_outputs:
@@ -108,7 +133,7 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
 
 # options of one check that a --config file sets per model instead
 _PER_CHECK = ("model", "onnx_path", "engine", "backend", "atol", "rtol", "ln", "precision", "opset", "inputs",
-              "save_outputs", "golden")
+              "save_outputs", "golden", "url", "model_name", "layers", "plots")
 
 
 def _refuse(given: dict, mode: str, *names) -> None:
@@ -128,5 +153,14 @@ def _write_single(model, backend, junit, summary, echo, result=None, error=None,
             echo(line)
 
 
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+
+def _worst(stats: dict) -> str:
+    """Where a failing output is worst: the element, both values, the sample."""
+    if not stats["over_tolerance"] or stats.get("worst_index") is None:
+        return ""
+    return (f"; worst at {stats['worst_index']} (sample {stats.get('worst_sample')}): {_num(stats['worst_actual'], 6)} "
+            f"vs PyTorch {_num(stats['worst_expected'], 6)}")
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"

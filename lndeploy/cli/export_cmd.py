@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lndeploy.cli.options import debug_flag, ln_option, opset_option, precision_option
+from lndeploy.cli.options import FINITE_NONNEGATIVE, debug_flag, ln_option, opset_option, precision_option
 
 
 @click.command("export")
@@ -13,9 +13,9 @@ from lndeploy.cli.options import debug_flag, ln_option, opset_option, precision_
 @ln_option
 @precision_option
 @opset_option
-@click.option("--atol", type=click.FloatRange(min=0), help="Verification: max abs error allowed on every element "
+@click.option("--atol", type=FINITE_NONNEGATIVE, help="Verification: max abs error allowed on every element "
               "[default: 1e-4 fp32, 1e-2 fp16/bf16].")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Verification: also pass elements within this relative "
+@click.option("--rtol", type=FINITE_NONNEGATIVE, help="Verification: also pass elements within this relative "
               "error.")
 @click.pass_context
 def command(ctx, model, output, ln, precision, opset, atol, rtol):

@@ -12,8 +12,8 @@ import click
               help="One LayerNormalization node per LN, or one lndeploy plugin node (existing "
                    "LayerNormalization nodes too).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Run input and output on ONNX Runtime with the same random inputs; refuse (exit 1) "
-                   "a change above 1e-5 (fp32).")
+              help="Run input and output on ONNX Runtime (optimisations off for both) with the same inputs; "
+                   "refuse (exit 1) a change above abs 1e-5 or rel 1e-5 (fp32).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
 @click.option("--opset", type=click.IntRange(min=1), default=None,
               help="Opset of the output [default: the input's, raised to 17 where an LN node is made]. "
@@ -32,7 +32,7 @@ def command(input_path, output, to, verify, report, opset):
       lndeploy fuse legacy.onnx -o fused.onnx --report fuse.json
       lndeploy fuse legacy.onnx -o plugin.onnx --to plugin
     """
-    from lndeploy.passes.fuse import fuse
+    from lndeploy.pipeline import fuse
     from lndeploy.passes.fuse.report import format_report
 
     result = fuse(input_path, output, to=to, verify=verify, report=report, opset=opset)

@@ -54,6 +54,10 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         if value is not None and not 0 <= value < float("inf"):
             raise BadInputError(f"--{name} must be a finite number >= 0, got {value}")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
+    if output is not None:  # before the export: a clash with the model file or an unwritable folder
+        from lndeploy.outpaths import model_file, prepare_outputs
+
+        prepare_outputs({"-o": output}, {"MODEL": model_file(model)})
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     if traced is None:
         onnx_model = trace(spec, opset, debug)

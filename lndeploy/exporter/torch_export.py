@@ -7,7 +7,7 @@ import io
 import re
 import warnings
 
-from lndeploy.errors import BadInputError, LndeployError
+from lndeploy.errors import BadInputError, LndeployError, interrupt_in
 from lndeploy.modelfile import ModelSpec
 
 MIN_OPSET = 17  # the first opset with LayerNormalization
@@ -20,8 +20,14 @@ def output_names(spec: ModelSpec) -> list[str]:
 
     from lndeploy.exporter import outputs
 
-    with torch.inference_mode():
-        return outputs.output_names(spec.call(spec.inputs))
+    try:
+        with torch.inference_mode():
+            result = spec.call(spec.inputs)
+    except Exception as err:  # on its own example inputs: the model's fault, not lndeploy's
+        first = next((line for line in str(err).splitlines() if line.strip()), "").strip()[:300]
+        raise BadInputError(f"{spec.source}: forward() on its example inputs raised {type(err).__name__}: "
+                            f"{first}") from err
+    return outputs.output_names(result)
 
 
 def dynamic_shapes(spec: ModelSpec) -> dict:
@@ -52,7 +58,7 @@ def run_exporter(spec: ModelSpec, opset: int, debug: bool = False, custom_transl
             f"opset {opset} is below {MIN_OPSET}: LayerNormalization needs opset >= {MIN_OPSET} "
             f"(torch's dynamo exporter would silently write opset 18 instead)"
         )
-    names = output_names(spec)
+    names = output_names(spec)  # the model's first run: its faults are the model file's (exit 2)
     chatter = io.StringIO()
     redirect = contextlib.nullcontext() if debug else _quiet(chatter)
     try:
@@ -72,8 +78,18 @@ def run_exporter(spec: ModelSpec, opset: int, debug: bool = False, custom_transl
                 report=False,
                 custom_translation_table=custom_translation_table,
             )
+    except KeyboardInterrupt:
+        raise
     except Exception as err:
+        interrupt = interrupt_in(err)
+        if interrupt is not None:  # torch wraps a Ctrl-C during tracing in its own errors
+            raise interrupt from None
         raise _explain(err, spec) from err
+    except BaseException as err:  # the model's forward() called sys.exit while being traced
+        from lndeploy.modelfile import ModelFaultError
+
+        raise ModelFaultError(f"{spec.source}: forward() raised {type(err).__name__} while being exported "
+                              f"({err!r}): a model must not end the process") from err
     model = program.model_proto
     got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if got != opset:

@@ -77,10 +77,11 @@ def _rewrite_graph(graph, ranks: dict, types: dict, report: PluginRewriteReport)
         if not bias:
             bias, extra = _zero_bias(graph, node, name, numpy_helper, onnx)
             new_nodes.extend(extra)
-        new_nodes.append(
-            plugin_spec.make_node(node.input[0], node.input[1], bias, node.output[0],
-                                  epsilon=attrs.get("epsilon", 1e-5), axis=axis, name=name)
-        )
+        plugin = plugin_spec.make_node(node.input[0], node.input[1], bias, node.output[0],
+                                       epsilon=attrs.get("epsilon", 1e-5), axis=axis, name=name)
+        # the exporter's module path and source line stay with the node: check --layers names it by them
+        plugin.metadata_props.extend(node.metadata_props)
+        new_nodes.append(plugin)
         report.rewritten += 1
     del graph.node[:]
     graph.node.extend(new_nodes)

@@ -143,6 +143,7 @@ def reported(request):
     return request.param, run_worker(request.param)
 
 
+@pytest.mark.slow
 def test_every_required_case_ran(reported):
     _, results = reported
     required = {(rows, n) for n in N_VALUES for rows in ROW_VALUES}
@@ -152,12 +153,14 @@ def test_every_required_case_ran(reported):
         assert shapes == required
 
 
+@pytest.mark.slow
 def test_output_dtype_is_input_dtype(reported):
     name, results = reported
     expected = str(_torch_dtype(name)).replace("torch.", "")
     assert {r["out_dtype"] for r in results} == {expected}
 
 
+@pytest.mark.slow
 def test_error_within_tolerance(reported):
     name, results = reported
     measure = "max_abs" if name == "fp32" else "max_scaled"
@@ -166,6 +169,7 @@ def test_error_within_tolerance(reported):
     assert not bad, f"{name}: {measure} above {ABS_TOL[name]}: {bad}"
 
 
+@pytest.mark.slow
 def test_absolute_error_within_tolerance_where_outputs_fit(reported):
     """The issue's literal gate, max abs <= 1e-5 (fp32) / 1e-2 (fp16, bf16), on the required grid
     with |y| < 2: there one rounding step of the output format is below 1e-2 even in bf16 (0.0078)."""
@@ -177,6 +181,7 @@ def test_absolute_error_within_tolerance_where_outputs_fit(reported):
     assert worst["max_abs"] <= ABS_TOL[name], worst
 
 
+@pytest.mark.slow
 def test_large_offset_as_accurate_as_torch_fp32(reported):
     """mean = 1000 * std: no better reference than fp64, no better yardstick than torch's own fp32
     LayerNorm, whose error here is ~2e-4. E[x^2]-E[x]^2 in fp32 would be off by ~1e-1."""
@@ -189,6 +194,7 @@ def test_large_offset_as_accurate_as_torch_fp32(reported):
         assert case["max_scaled"] <= ABS_TOL[name], case
 
 
+@pytest.mark.slow
 def test_output_is_rounding_of_reference(reported):
     """At least 99 % of outputs equal the rounded reference (N=1 is all beta: 100 %). Not for the
     |mean| = 1000 * std case, where the fp32 reference itself is off by more than rounding noise."""
@@ -199,6 +205,7 @@ def test_output_is_rounding_of_reference(reported):
     assert worst["frac_exact"] >= 0.99, worst
 
 
+@pytest.mark.slow
 def test_pipelined_schedule_ran(reported):
     """The error tests above gate these cases too; here: they exist and cover a partial program."""
     _, results = reported

@@ -203,8 +203,15 @@ def _assert_close(y, x, w, b, n, dtype):
 
     rows = x.numel() // n
     ref = torch.nn.functional.layer_norm(x.float().reshape(rows, n), (n,), w.float(), b.float(), 1e-5)
-    err = (y.float().reshape(rows, n) - ref).abs().max().item()
-    assert err <= (1e-4 if dtype == "float32" else 3e-2), f"{dtype}: max abs error {err}"
+    err = (y.float().reshape(rows, n) - ref).abs()
+    if dtype == "bfloat16":
+        # outputs reach |y| ~ 6, where one bf16 step is 0.031: the fp32 result rounded to bf16 may be
+        # off by half a step; allow one step (relative to |y|, at least 1e-2), not a blanket 3e-2
+        step = torch.finfo(torch.bfloat16).eps * ref.abs()
+        assert bool((err <= torch.clamp(step, min=1e-2)).all()), f"bfloat16: max abs error {err.max().item()}"
+        return
+    tol = 1e-4 if dtype == "float32" else 1e-2  # SPEC section 4 (fp16: one step at |y| < 8 is < 0.008)
+    assert err.max().item() <= tol, f"{dtype}: max abs error {err.max().item()}"
 
 
 def _ptx_file(ptx: str) -> str:

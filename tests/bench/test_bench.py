@@ -87,10 +87,22 @@ def test_progress_reaches_its_total(fnn_report):
     assert all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
 
 
-def test_compare_same_report_is_one(fnn_report):
+def test_compare_divides_a_median_by_b_median_for_the_pairs_both_have(fnn_report):
+    """b: the same run with onnxruntime twice as fast at batch 4 and its batch-1 row left out."""
+    import copy
+
     _result, path, _ = fnn_report
-    rows = compare(load_report(path), load_report(path))
-    assert len(rows) == 6 and all(r["speedup"] == pytest.approx(1.0) for r in rows)
+    a = load_report(path)
+    b = copy.deepcopy(a)
+    b["results"] = [r for r in b["results"] if (r["batch"], r["backend"]) != (1, "onnxruntime")]
+    faster = next(r for r in b["results"] if (r["batch"], r["backend"]) == (4, "onnxruntime"))
+    faster["latency_ms"]["median"] /= 2
+    rows = {(r["batch"], r["backend"]): r for r in compare(a, b)}
+    assert len(rows) == len(a["results"]) - 1 and (1, "onnxruntime") not in rows
+    assert rows[(4, "onnxruntime")]["speedup"] == pytest.approx(2.0)
+    assert rows[(4, "onnxruntime")]["median_ms_b"] == pytest.approx(rows[(4, "onnxruntime")]["median_ms_a"] / 2)
+    others = [r for key, r in rows.items() if key != (4, "onnxruntime")]
+    assert len(others) == 4 and all(r["speedup"] == pytest.approx(1.0) for r in others)
 
 
 def test_artifact_has_no_pytorch_baseline(fnn_onnx):
@@ -153,8 +165,8 @@ def test_cli_prints_table_writes_json_and_compares(run_cli, tmp_path, fnn_report
 
 @pytest.mark.parametrize("args, code, text", [
     (("bench",), 2, "give a TARGET"),
-    (("bench", "models/fnn.py", "--batch", "1,x"), 2, "--batch"),
-    (("bench", "models/fnn.py", "--dim", "seq"), 2, "NAME=SIZE"),
+    (("bench", zoo_model("fnn"), "--batch", "1,x"), 2, "--batch"),
+    (("bench", zoo_model("fnn"), "--dim", "seq"), 2, "NAME=SIZE"),
     (("bench", "--compare", "missing-a.json", "missing-b.json"), 2, "not found"),
 ])
 def test_cli_usage_errors(run_cli, args, code, text):

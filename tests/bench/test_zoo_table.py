@@ -3,6 +3,8 @@
 import importlib.util
 import re
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -13,6 +15,7 @@ def _load_script():
     return module
 
 
+@pytest.mark.slow
 def test_table_rows_targets_and_help_figure(capsys):
     zoo_table = _load_script()
     args = ["--models", "fnn", "--batch", "1,2", "--budget", "0.05", "--help-runs", "2", "--repeat", "2"]

@@ -3,11 +3,13 @@
 import textwrap
 
 import onnx
+import pytest
 
 from lndeploy import plugin_spec
 from lndeploy.pipeline import export
 
 
+@pytest.mark.slow
 def test_custom_op_becomes_one_layernormalization(tmp_path):
     model = tmp_path / "op.py"
     model.write_text(textwrap.dedent("""

@@ -76,6 +76,7 @@ def test_plugin_export_has_plugin_nodes_with_spec_attributes(tmp_path):
     assert len(model.functions) == 0
 
 
+@pytest.mark.slow
 def test_plugin_export_inside_scan_body(tmp_path):
     result = export(zoo_model("lstm"), tmp_path / "p.onnx", ln="plugin")
     scan = next(n for n in result.model.graph.node if n.op_type == "Scan")

@@ -39,7 +39,8 @@ def test_none_before_a_tensor_is_left_out_and_the_tensor_compared(tmp_path):
     assert [o.name for o in result.model.graph.output] == ["output"]
     got = Session(tmp_path / "m.onnx").run([x])["output"]
     assert np.max(np.abs(got - 3 * nn.functional.layer_norm(x, (16,)).numpy())) < 1e-5
-    assert all(err < 1e-5 for run in result.verification for err in run.max_abs.values())
+    errors = [err for run in result.verification for err in run.max_abs.values()]
+    assert errors and all(err < 1e-5 for err in errors), errors
 
 
 @pytest.mark.parametrize("shape, names", [("nested_dict", ["z", "a", "inner.q"]),
@@ -48,7 +49,7 @@ def test_nested_outputs_are_named_by_their_path_and_all_checked(tmp_path, shape,
     result, x = exported(tmp_path, shape)
     assert [o.name for o in result.model.graph.output] == names
     outcome = check(Returns(shape), onnx=tmp_path / "m.onnx", example_inputs=(x,))
-    assert outcome.passed and list(outcome.outputs) == names
+    assert outcome.passed and list(outcome.outputs) == names  # names not empty: outputs not either
     assert all(stats["max_abs"] < 1e-5 for stats in outcome.outputs.values())
 
 
@@ -60,7 +61,7 @@ def test_a_python_number_output_is_bad_input_naming_it(tmp_path):
 
 def test_a_transformers_kv_cache_output_names_use_cache_false(tmp_path):
     # causal LMs in transformers return a DynamicCache unless use_cache=False; "torch.tensor(...)" misled
-    cache_utils = pytest.importorskip("transformers.cache_utils", reason="the cache class is transformers'")
+    from transformers import cache_utils  # the dev extra installs transformers
 
     class WithCache(nn.Module):
         def __init__(self):

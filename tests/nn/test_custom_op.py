@@ -1,4 +1,6 @@
-"""``torch.ops.lndeploy.layer_norm`` on CPU: equals F.layer_norm, traces through torch.export."""
+"""``torch.ops.lndeploy.layer_norm`` on CPU: matches LayerNorm's definition computed independently in
+float64 (its CPU path is ``F.layer_norm``, so comparing with ``F.layer_norm`` would compare it with
+itself), traces through torch.export."""
 
 from __future__ import annotations
 
@@ -7,10 +9,19 @@ import subprocess
 import sys
 
 import pytest
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lndeploy.nn.custom_op import layer_norm
+
+
+def _reference(x, w, b, ndim: int, eps: float) -> np.ndarray:
+    """LayerNorm's definition (Ba et al. 2016) in float64 numpy: biased variance, eps inside the root."""
+    x64, w64, b64 = (t.double().numpy() for t in (x, w, b))
+    axes = tuple(range(x64.ndim - ndim, x64.ndim))
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x64 - mean) / np.sqrt(var + eps) * w64 + b64
 
 
 def _params(shape, dtype=torch.float32, seed=0):
@@ -19,11 +30,13 @@ def _params(shape, dtype=torch.float32, seed=0):
 
 
 @pytest.mark.parametrize("x_shape,ndim", [((4, 7, 768), 1), ((2, 3, 5, 6), 3), ((5, 1), 1)])
-def test_fp32_equals_f_layer_norm(x_shape, ndim):
+def test_fp32_matches_the_float64_definition(x_shape, ndim):
     x = 3.0 + 2.0 * torch.randn(x_shape, generator=torch.Generator().manual_seed(1))
     w, b = _params(x_shape[-ndim:])
     y = layer_norm(x, w, b, ndim, 1e-5)
-    torch.testing.assert_close(y, F.layer_norm(x, x_shape[-ndim:], w, b, 1e-5), rtol=0, atol=0)
+    assert y.dtype == torch.float32
+    # measured: max abs error 1.3e-6 over outputs up to ~10 (fp32 rounding); 1e-5 leaves 7x room
+    np.testing.assert_allclose(y.double().numpy(), _reference(x, w, b, ndim, 1e-5), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -33,8 +46,9 @@ def test_half_input_keeps_dtype_and_uses_fp32_statistics(dtype):
     w, b = _params(1024, dtype)
     y = layer_norm(x, w, b, 1, 1e-5)
     assert y.dtype == dtype and torch.isfinite(y).all()
-    ref = F.layer_norm(x.float(), (1024,), w.float(), b.float(), 1e-5)
-    torch.testing.assert_close(y, ref.to(dtype), rtol=0, atol=0)
+    # the exact result rounded once to the output type: within one unit in the last place of it
+    ulp = torch.finfo(dtype).eps
+    np.testing.assert_allclose(y.double().numpy(), _reference(x, w, b, 1, 1e-5), rtol=ulp, atol=ulp)
 
 
 def test_eps_is_used():

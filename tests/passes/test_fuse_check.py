@@ -3,7 +3,7 @@
 import pytest
 
 from lndeploy.checker import check
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from tests.conftest import zoo_model
 from tests.passes.conftest import CONVNEXT
 

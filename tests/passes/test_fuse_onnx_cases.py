@@ -7,37 +7,38 @@ import pytest
 from onnx import helper
 
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 from tests.passes.onnx_node_cases import layer_norm_cases
 
-CASES, WHY_NONE = layer_norm_cases()
+CASES = layer_norm_cases()
 EXPANDED = sorted(n for n in CASES if "_expanded" in n)
 NATIVE = sorted(n for n in CASES if "_expanded" not in n)
 ATOL = 1e-5
-pytestmark = pytest.mark.skipif(not CASES, reason=WHY_NONE or "no cases")
 
 
 def assert_reproduces(case, model) -> float:
     got = OrtSession(model).run(case.feed())
     errors = [float(np.max(np.abs(got[v.name].astype(np.float64) - want)))
-              for v, want in zip(case.model.graph.output, case.outputs)]
+              for v, want in zip(case.model.graph.output, case.outputs, strict=True)]
     assert max(errors) <= ATOL, (case.name, errors)
     return max(errors)
 
 
 @pytest.mark.parametrize("name", EXPANDED or ["none"])
 def test_expanded_function_becomes_one_layer_norm(name):
-    """ONNX's function body (Flatten, Cast, E[x^2] - E[x]^2, Cast(eps)): one LayerNormalization for Y;
-    the ops behind the Mean and InvStdDev graph outputs stay for them."""
+    """ONNX's function body (Flatten, Cast, E[x^2] - E[x]^2, Cast(eps), the Mean and InvStdDev outputs
+    reshaped to X's rank): one LayerNormalization on X at the case's axis, whose optional outputs are
+    the Mean and InvStdDev graph outputs; nothing else is left."""
     case = CASES[name]
     result = fuse(case.model)
-    assert result.counts["layer_norm"] == 1 and histogram(result.model)["LayerNormalization"] == 1
+    assert result.counts["layer_norm"] == 1 and result.counts["unflatten_layer_norm"] == 1
+    assert result.counts["ln_stats_outputs"] == 2 and histogram(result.model) == {"LayerNormalization": 1}
     assert [o.name for o in result.model.graph.output] == ["Y", "Mean", "InvStdDev"]
-    # the Flatten/Cast/Reshape sandwich of the function body is gone: one LN on X at the case's axis
-    assert result.counts["unflatten_layer_norm"] == 1
-    (ln,) = [n for n in result.model.graph.node if n.op_type == "LayerNormalization"]
+    (ln,) = result.model.graph.node
     rank = len(case.model.graph.input[0].type.tensor_type.shape.dim)
     assert ln.input[0] == "X" and helper.get_node_attr_value(ln, "axis") == case_axis(case) - rank
+    assert list(ln.output) == ["Y", "Mean", "InvStdDev"]
     assert_reproduces(case, result.model)
 
 

@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 
 EPS = 1e-5
 

@@ -7,9 +7,12 @@ import onnx
 import pytest
 
 from lndeploy.backends.onnxruntime import OrtSession
-from lndeploy.passes.fuse import fuse, histogram
+from lndeploy.passes.fuse import histogram
+from lndeploy.pipeline import fuse
 from tests.conftest import ZOO, zoo_model
 from tests.passes.conftest import CONVNEXT, example_feed, torch_outputs
+
+pytestmark = pytest.mark.slow  # every zoo model exported at two opsets, fused and compared
 
 # LN modules per forward: the recurrent models are unrolled over the example's 8 steps
 LN_NODES = {"fnn": 2, "cnn": 2, "rnn": 8, "lstm": 24, "gru": 16, "transformer": 3}

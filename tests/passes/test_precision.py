@@ -79,6 +79,7 @@ def plans(fp32):
 # --- the plan's types -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 @pytest.mark.parametrize("name", ZOO)
@@ -102,6 +103,7 @@ def test_plan_types_io_fp32_ln_islands_fp32_matmuls_reduced(plans, fp32, name, l
     assert heavy and all(types[n.input[0]] == LOW[precision] and types[n.input[1]] == LOW[precision] for n in heavy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 @pytest.mark.parametrize("name", ZOO)
@@ -117,6 +119,7 @@ def test_plan_reads_back_as_its_precision(plans, tmp_path, name, ln, precision):
     assert (form["ln"], form["precision"]) == (ln, precision)
 
 
+@pytest.mark.slow
 def test_bf16_weights_come_from_fp32_once_rounded_and_opset_is_raised_for_conv(plans, fp32):
     planned, source = plans("cnn", "native", "bf16"), fp32["cnn"][1]
     assert planned.opset_import[0].version == 22  # ONNX types Conv in bf16 from opset 22 on
@@ -127,6 +130,7 @@ def test_bf16_weights_come_from_fp32_once_rounded_and_opset_is_raised_for_conv(p
     assert plans("fnn", "native", "bf16").opset_import[0].version == 18  # nothing to raise there
 
 
+@pytest.mark.slow
 def test_bad_precision_and_already_reduced_models_are_refused(plans, fp32):
     with pytest.raises(BadInputError, match="precision"):
         plan_precision(fp32["fnn"][1], "int8")
@@ -137,6 +141,7 @@ def test_bad_precision_and_already_reduced_models_are_refused(plans, fp32):
 # --- parity: the export's own verification ----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ln", ["native", "plugin"])
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_fp16_plans_pass_export_verification(plans, fp32, name, ln):
@@ -144,6 +149,7 @@ def test_zoo_fp16_plans_pass_export_verification(plans, fp32, name, ln):
     assert max(max(run.max_abs.values()) for run in runs) <= 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_bf16_plans_verify_on_the_reference_evaluator(plans, fp32, name, request):
     if name in BF16_OVER_SPEC:
@@ -155,6 +161,7 @@ def test_zoo_bf16_plans_verify_on_the_reference_evaluator(plans, fp32, name, req
     verify.verify(planned, spec, "bf16", open_runner=verification_runner)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, precision, lns", [("gru", "fp16", 2), ("transformer", "bf16", 3)])
 def test_plugin_export_end_to_end_in_reduced_precision(tmp_path, name, precision, lns):
     """fp16 with plugin nodes inside a Scan body (gru), bf16 with plugin nodes (transformer): the
@@ -236,7 +243,7 @@ def test_overflow_fp16_plan_passes_on_ort_and_on_the_reference_evaluator(overflo
     spec, path = overflow
     errors = {backend: _max_abs(path, spec, backend) for backend in ("onnxruntime", "onnx-reference")}
     print("overflow fp16 plan max abs:", errors)  # measured: ORT 1.7e-4, reference 6.2e-4
-    assert all(err <= 1e-2 for err in errors.values()), errors
+    assert len(errors) == 2 and all(err <= 1e-2 for err in errors.values()), errors
 
 
 def test_overflow_naive_fp16_conversion_fails_on_the_reference_evaluator(overflow):
@@ -278,7 +285,7 @@ def test_overflow_fp16_ln_with_stash_type_but_no_island_fails_on_the_reference_e
 
 
 def _trt_layers(model):
-    trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed")
+    import tensorrt_rtx as trt  # the dev extra installs it; it builds without a GPU
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT-RTX networks are always strongly typed
@@ -294,6 +301,7 @@ def _types(layer):
     return inputs, layer.get_output_type(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("name", ["fnn", "cnn", "rnn", "transformer", "overflow"])
 def test_tensorrt_rtx_reads_fp32_normalization_and_reduced_matmuls(plans, name, precision):

@@ -17,6 +17,8 @@ from lndeploy import plugin_spec
 from lndeploy.backends.tensorrt import network as net
 from lndeploy.backends.tensorrt import shapes as shp
 from lndeploy.backends.tensorrt import sidecar
+from lndeploy.backends.tensorrt.interrupts import signals_held
+from lndeploy.backends.tensorrt.progress import make_monitor
 from lndeploy.backends.tensorrt.runtime import cuda_gpu, load, require_gpu
 from lndeploy.errors import BadInputError, UnavailableError
 from lndeploy.fileio import atomic_path, write_bytes_atomic
@@ -53,10 +55,11 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
     ``timing_cache``: a file full TensorRT reads and updates. ``progress``: show build progress on stderr.
     """
     onnx_path, output = Path(onnx_path), Path(output)
-    if output.resolve() == onnx_path.resolve():
-        raise BadInputError(f"the engine would overwrite its ONNX input {onnx_path}")
-    if not output.resolve().parent.is_dir():  # fail before a long build, not after it
-        raise BadInputError(f"output folder does not exist: {output.parent}")
+    from lndeploy.outpaths import model_file, prepare_outputs
+
+    # fail before a long build, not after it; the timing cache is read and rewritten on purpose
+    prepare_outputs({"-o": output, "the sidecar": sidecar.sidecar_path(output), "--timing-cache": timing_cache},
+                    {"IN.onnx": onnx_path, "--model": model_file(model)})
     if arch and runtime == "tensorrt":
         raise BadInputError("--arch applies to TensorRT-RTX; full TensorRT builds for the GPU it runs on")
     rt = load(runtime)
@@ -65,7 +68,8 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
             raise BadInputError("--arch applies to TensorRT-RTX; full TensorRT (chosen as installed) builds "
                                 "for the GPU it runs on; add --runtime tensorrt-rtx")
         gpu = require_gpu("building an engine with full TensorRT")
-    parsed = net.parse_network(onnx_path, rt, verbose=True)
+    with signals_held():  # TensorRT's logger calls back into Python while it parses
+        parsed = net.parse_network(onnx_path, rt, verbose=True)
     notes = list(parsed.notes)
     examples = _examples(model) if model is not None else None
     profile = shp.plan_profile(shp.onnx_inputs(parsed.model), shapes, examples)
@@ -74,15 +78,13 @@ def build_engine(onnx_path, output, *, runtime: str | None = None, shapes: dict 
     targets = _set_rtx_targets(rt, config, arch) if rt.is_rtx else {"gpu": gpu}
     cache = _load_timing_cache(rt, config, timing_cache, notes)
     config.profiling_verbosity = rt.trt.ProfilingVerbosity.DETAILED
-    if progress:
-        from lndeploy.backends.tensorrt.progress import make_monitor
-
-        monitor = make_monitor(rt.trt)
-        if monitor is not None and hasattr(config, "progress_monitor"):
-            config.progress_monitor = monitor
     mark = len(parsed.logger.messages)
     start = time.perf_counter()
-    serialized = parsed.builder.build_serialized_network(parsed.network, config)
+    with signals_held() as interrupted:  # a Ctrl-C cancels the build through the monitor, then is raised
+        monitor = make_monitor(rt.trt, show=progress, cancelled=lambda: bool(interrupted))
+        if monitor is not None and hasattr(config, "progress_monitor"):
+            config.progress_monitor = monitor
+        serialized = parsed.builder.build_serialized_network(parsed.network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
         errors = parsed.logger.errors()[-3:]

@@ -12,8 +12,9 @@ import sys
 import time
 
 
-def make_monitor(trt, stream=None):
-    """An ``IProgressMonitor`` for the given TensorRT module, or None when it has none."""
+def make_monitor(trt, stream=None, show: bool = True, cancelled=lambda: False):
+    """An ``IProgressMonitor`` for the given TensorRT module, or None when it has none. ``show``:
+    draw progress; ``cancelled()``: true when the build is to stop (a held Ctrl-C)."""
     base = getattr(trt, "IProgressMonitor", None)
     if base is None:
         return None
@@ -35,18 +36,18 @@ def make_monitor(trt, stream=None):
             if phase_name in self.phases:
                 self.phases[phase_name][2] = step + 1
             self._draw()
-            return True  # never cancel the build
+            return not cancelled()  # False cancels the build
 
         def phase_finish(self, phase_name):
             parent, _steps, _done, start = self.phases.pop(phase_name, [None, 0, 0, time.perf_counter()])
             if phase_name in self.order:
                 self.order.remove(phase_name)
-            if parent is None and not tty:
+            if show and parent is None and not tty:
                 _write(stream, f"[lndeploy build] {phase_name}: {time.perf_counter() - start:.1f} s\n")
             self._draw()
 
         def _draw(self):
-            if not tty:
+            if not (show and tty):
                 return
             path = " > ".join(f"{n} {p[2]}/{p[1]}" for n, p in ((n, self.phases[n]) for n in self.order))
             _write(stream, "\r\033[K" + (f"[lndeploy build] {path}"[:160] if path else ""))

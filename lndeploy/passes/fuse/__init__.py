@@ -10,13 +10,16 @@ Rules, applied in this order, each one module with its formula in its docstring:
 6. ``ln_scale``: ``N(x) * scale`` -> N with that scale
 7. ``ln_bias``: ``LN(x) + bias`` -> LN with that bias
 8. ``unflatten_layer_norm``: ``Reshape(LN(Flatten(x, f)), Shape(x))`` -> ``LN(x; axis=f - rank)``
+9. ``ln_stats_outputs``: a mean / inverse std of LN's input still computed beside it -> LN's Mean /
+   InvStdDev outputs
 
 Shape inference runs first (torch's legacy exporter writes no value_info, and ranks are needed).
 A model below opset 17 is converted to 17 (LayerNormalization's first opset) when it has a
 ReduceMean, ReduceSum or Flatten to look at; if nothing is fused, the input is returned unchanged. ``to="plugin"`` then
 turns every LayerNormalization into lndeploy's plugin node (:mod:`lndeploy.passes.ln_to_plugin`).
-With ``verify`` ONNX Runtime runs the input and the result on the same random inputs and a change
-beyond 1e-5 (fp32) raises ParityError before anything is written.
+With ``verify`` the input and the result run on the same random inputs (by ``open_session``, default
+ONNX Runtime with optimisations off for both) and a change beyond 1e-5 + 1e-5 * |expected| (fp32)
+raises ParityError before anything is written.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from lndeploy.errors import BadInputError
 
 RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "tf_layer_norm", "rms_norm", "no_op_cast", "ln_scale",
-              "ln_bias", "unflatten_layer_norm")
+              "ln_bias", "unflatten_layer_norm", "ln_stats_outputs")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
 MIN_OPSET = 17
 
@@ -68,19 +71,25 @@ class FuseResult:
 
 
 def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=None,
-         opset: int | None = None) -> FuseResult:
+         opset: int | None = None, open_session=None) -> FuseResult:
     """Rewrite primitive-op LayerNorm (and RMS norm) in ``input`` (a path or a ModelProto).
 
     Writes ``output`` (atomically) and the JSON ``report`` when given, both only after verification
     passed. Raises BadInputError for an unreadable model or a bad option, ParityError when the
-    rewrite changes an output.
+    rewrite changes an output. ``open_session(model)`` opens what runs both models for the
+    verification (``.run(feed) -> {name: array}``; ``.close()`` or a context manager); both must be
+    opened alike (same runtime, same optimisation level). ``lndeploy.fuse`` (``lndeploy.pipeline``)
+    passes ONNX Runtime with optimisations off; required when ``verify``.
     """
     from lndeploy.fileio import write_json_atomic
     from lndeploy.onnxfile import opset_version, save_model
 
     if to not in ("native", "plugin"):
         raise BadInputError(f"--to must be 'native' or 'plugin', got {to!r}")
-    _check_folders(output, report)  # before the work, not after it
+    from lndeploy.outpaths import prepare_outputs
+
+    # before the work, not after it; -o onto IN.onnx itself is allowed (an atomic in-place rewrite)
+    prepare_outputs({"-o": output, "--report": report}, {"IN.onnx": input}, in_place=(("-o", "IN.onnx"),))
     source, name = _load(input)
     before = opset_version(source)
     _check_opset(opset, before)
@@ -93,7 +102,9 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
     if verify:
         from lndeploy.passes.fuse import _verify
 
-        result.verification = _verify.compare(source, model)
+        if open_session is None:
+            raise TypeError("verification needs open_session (lndeploy.fuse passes ONNX Runtime), or verify=False")
+        result.verification = _verify.compare(source, model, open_session)
     if output is not None:
         save_model(model, output)
     if report is not None:
@@ -115,14 +126,6 @@ def _load(input):
     raise BadInputError(f"fuse takes an ONNX file path or a ModelProto, got {type(input).__name__}")
 
 
-def _check_folders(*paths) -> None:
-    from pathlib import Path
-
-    for path in paths:
-        if path is not None and not (Path(path).parent if str(Path(path).parent) else Path(".")).is_dir():
-            raise BadInputError(f"output folder does not exist: {Path(path).parent}")
-
-
 def _check_opset(opset: int | None, before: int) -> None:
     if opset is None:
         return
@@ -140,15 +143,17 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     from lndeploy.passes.fuse import _common, _prepare
 
     counts = dict.fromkeys(RULE_ORDER, 0)
+    # an LN below opset 17 (as ONNX Runtime's optimizer writes it) is kept, at opset 17
+    raise_opset = opset is not None or _prepare.layer_norm_below_opset_17(source)
     # every rule starts from a reduction, or (unflatten) from the Flatten of ONNX's function body
-    if opset is None and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
+    if not raise_opset and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
         return source, counts, []
     work = _prepare.prepare(source, opset, notes)
     model = ir.serde.deserialize_model(work)
     refusals = _common.Notes()
     for rule_name, module in zip(RULE_ORDER, _prepare.rule_modules()):
         counts[rule_name] = module.rules(refusals).apply_to_model(model)
-    if not any(counts.values()) and opset is None:
+    if not any(counts.values()) and not raise_opset:
         notes.clear()
         return source, counts, refusals.left()
     RemoveUnusedNodesPass()(model)  # the eps/exponent Constant nodes the matches left behind

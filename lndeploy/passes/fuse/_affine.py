@@ -64,7 +64,7 @@ def geometry(x, y, t):
     rank = C.rank_of(x)
     axis = node.attributes.get_int("axis", -1)
     first = axis + rank if axis < 0 else axis
-    dims = C.static_dims(x, range(first, rank))
+    dims = C.norm_dims(x, range(first, rank))
     if t is None:
         return rank, list(range(first, rank)), dims, None
     perm = list(t.producer().attributes.get_ints("perm", None) or range(rank - 1, -1, -1))

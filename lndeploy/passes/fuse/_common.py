@@ -21,6 +21,12 @@ from onnxscript.rewriter._basics import MatchFailureError
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")
+# (from, to) Casts that hold every value exactly: fp16/bf16 -> fp32/fp64, fp32 -> fp64
+_F16, _BF16, _F32, _F64 = (t.value for t in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.FLOAT,
+                                               ir.DataType.DOUBLE))
+WIDENING = frozenset({(_F16, _F32), (_F16, _F64), (_BF16, _F32), (_BF16, _F64), (_F32, _F64)})
+# the most an epsilon may move when written as the float32 ``epsilon`` attribute
+EPS_RTOL = 1e-3
 
 
 @dataclass
@@ -82,26 +88,62 @@ def fail(reason: str, *sources):
     raise MatchFailureError(reason, *[s for s in sources if s is not None])
 
 
-def const_array(value) -> np.ndarray | None:
+def const_array(value, depth: int = 0) -> np.ndarray | None:
     """The value's constant content, or None (also for graph inputs, which callers may override).
 
-    Sees through Cast and Identity of a constant: ONNX's own function bodies write eps as
-    ``Cast(Constant(1e-5), to=T)``."""
+    A small subgraph of standard ops fed only by constants counts as a constant and is evaluated
+    (ONNX's reference evaluator, one node at a time): ONNX's function bodies write eps as
+    ``Cast(Constant(1e-5), to=T)``, onnxscript-authored models as ``CastLike(Constant, x)``, others
+    the exponent as ``Cast(int 2)`` or axes as ``Reshape(Constant, Constant)``."""
     if value is None or value.is_graph_input():
         return None
     from onnxscript.rewriter._ir_utils import get_numpy_value
 
     array = get_numpy_value(value)
     node = value.producer()
-    if array is not None or node is None or node.domain not in ("", "ai.onnx"):
+    if array is not None or node is None or node.domain not in ("", "ai.onnx") or depth > FOLD_DEPTH:
         return array
-    if node.op_type == "Identity":
-        return const_array(node.inputs[0])
-    if node.op_type == "Cast" and (source := const_array(node.inputs[0])) is not None:
-        to = node.attributes.get_int("to", 0)
-        if to in {t.value for t in FLOAT_TYPES}:
-            return source.astype(ir.DataType(to).numpy())
-    return None
+    if node.op_type == "CastLike" and (source := const_array(node.inputs[0], depth + 1)) is not None:
+        like = node.inputs[1].dtype if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        return source.astype(like.numpy()) if like is not None and like in FLOAT_TYPES else None
+    if node.op_type not in FOLDABLE or any(a.type == ir.AttributeType.GRAPH for a in node.attributes.values()):
+        return None
+    inputs = [const_array(v, depth + 1) if v is not None else None for v in node.inputs]
+    if any(a is None for a, v in zip(inputs, node.inputs) if v is not None):
+        return None
+    if sum(a.size for a in inputs if a is not None) > FOLD_MAX_ELEMENTS:
+        return None
+    return _evaluate(node, inputs, value)
+
+
+# the ops a constant eps, exponent or axes subgraph is made of (evaluated where all inputs are constant)
+FOLDABLE = frozenset({"Constant", "Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat",
+                      "Gather", "Slice", "Expand", "ConstantOfShape", "Range", "Neg", "Abs", "Add", "Sub", "Mul",
+                      "Div", "Pow", "Sqrt", "Reciprocal"})
+FOLD_DEPTH = 8
+FOLD_MAX_ELEMENTS = 4096
+
+
+def _evaluate(node, inputs: list, value) -> np.ndarray | None:
+    """One node on constant inputs, through ONNX's reference evaluator; None where it cannot run."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if a is not None else "" for i, a in enumerate(inputs)]
+    proto = ir.serde.serialize_node(node)
+    del proto.input[:], proto.output[:]
+    proto.input.extend(names)
+    proto.output.extend(f"out{i}" for i in range(len(node.outputs)))
+    graph = onnx.helper.make_graph(
+        [proto], "fold", [], [onnx.helper.make_empty_tensor_value_info(o) for o in proto.output],
+        [onnx.numpy_helper.from_array(np.asarray(a), n) for a, n in zip(inputs, names) if a is not None])
+    opset = value.graph.opset_imports.get("", 17) if value.graph is not None else 17
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    try:
+        results = ReferenceEvaluator(model).run(None, {})
+    except Exception:  # noqa: BLE001 - an op the evaluator cannot run here is just not a constant
+        return None
+    return np.asarray(results[node.outputs.index(value)])
 
 
 def check_exponents(p2, half, minus_half, one, p2_mean=None) -> None:
@@ -157,7 +199,19 @@ def epsilon_of(eps, rank: int) -> float:
     value = float(array.reshape(()))
     if not np.isfinite(value) or value < 0:
         fail(f"epsilon is {value}, not a finite non-negative number", eps)
-    return value
+    held = float(np.float32(value))
+    if abs(held - value) > EPS_RTOL * value:
+        # the epsilon attribute is a 32-bit float: 1e-50 (a double LN) would become 0, and a constant
+        # row then gives 0 / 0 where the original gives 0
+        fail(f"epsilon {value:g} does not fit LayerNormalization's float attribute (it would be {held:g})", eps)
+    return held
+
+
+def type_name(code: int) -> str:
+    try:
+        return ir.DataType(code).name
+    except ValueError:
+        return f"type {code}"
 
 
 def float_dtype(x):
@@ -178,6 +232,21 @@ def static_dims(x, axes) -> tuple[int, ...]:
     return tuple(dims)
 
 
+def norm_dims(x, axes) -> tuple:
+    """x's dims along ``axes``: ints, names of symbolic dims, None for unknown ones. LN itself needs
+    none of them (``axis=-k``); only a scale or bias must be shown to have exactly these dims."""
+    return tuple(dim_of(x.shape[a]) for a in axes)
+
+
+def dim_of(dim):
+    """int, a symbolic dim's name, or None (unknown: equal to nothing, not even another unknown)."""
+    return dim if isinstance(dim, int) else getattr(dim, "value", None)
+
+
+def is_static(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
 def typed(value, like, perm=None):
     """Give a new value the type and shape of ``like`` (permuted by ``perm``): later rules need ranks."""
     value.type = like.type
@@ -187,35 +256,53 @@ def typed(value, like, perm=None):
     return value
 
 
-def ones(op, notes: Notes, x, dims) -> ir.Value:
-    """A constant all-ones scale of the normalized shape, in x's type."""
-    data = np.ones(dims, dtype=x.dtype.numpy())
-    return op.initializer(ir.tensor(data), name=notes.fresh_name(f"{x.name or 'x'}_ones"))
+def ones(op, notes: Notes, x, axes, fill: float = 1.0) -> ir.Value:
+    """A scale filled with ``fill`` of x's dims along ``axes``, in x's type: a constant where those
+    dims are static, else ``ConstantOfShape(Gather(Shape(x), axes))``."""
+    dims = norm_dims(x, axes)
+    if is_static(dims):
+        data = np.full(dims, fill, dtype=x.dtype.numpy())
+        return op.initializer(ir.tensor(data), name=notes.fresh_name(f"{x.name or 'x'}_ones"))
+    picked = op.initializer(ir.tensor(np.array(list(axes), np.int64)), name=notes.fresh_name("norm_axes"))
+    value = op.ConstantOfShape(op.Gather(op.Shape(x), picked),
+                               value=ir.tensor(np.array([fill], dtype=x.dtype.numpy())))
+    value.type, value.shape = x.type, ir.Shape([x.shape[a] for a in axes])
+    return value
 
 
 def is_all(value, number: float) -> bool:
-    """True for a missing optional input when number is 0, or a constant filled with ``number``."""
+    """True for a missing optional input when number is 0, or a constant (or a ConstantOfShape)
+    filled with ``number``."""
     if value is None:
         return number == 0.0
+    node = value.producer()
+    if node is not None and node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+        fill = node.attributes.get("value")
+        return fill is not None and bool(np.all(fill.value.numpy() == number))
     array = const_array(value)
     return array is not None and bool(np.all(array == number))
 
 
 def param_layout(param, out_rank: int, out_axes, norm_dims) -> tuple[tuple, tuple]:
     """(param's shape, its dims along ``out_axes``), or refused where it does not broadcast as a
-    scale or bias of the normalized dims does (see ``norm_param``)."""
-    shape = param.shape
-    if shape is None or not all(isinstance(d, int) for d in shape):
-        fail("the scale or bias has no static shape", param)
-    shape = tuple(shape)
+    scale or bias of the normalized dims does (see ``norm_param``). Over symbolic normalized dims
+    the parameter must already have exactly those dims (the same names), reshaped by nothing."""
+    if param.shape is None:
+        fail("the scale or bias has no known shape", param)
+    shape = tuple(dim_of(d) for d in param.shape)
+    if None in shape:
+        fail("the scale or bias has a dim of unknown size", param)
     if len(shape) > out_rank:
         fail(f"the scale or bias has rank {len(shape)}, more than the normalized input's {out_rank}", param)
     full = (1,) * (out_rank - len(shape)) + shape
     if any(full[a] != 1 for a in range(out_rank) if a not in out_axes):
         fail(f"the scale or bias of shape {list(shape)} varies along a non-normalized axis", param)
     picked = tuple(full[a] for a in out_axes)
-    if any(p not in (1, n) for p, n in zip(picked, norm_dims)):
+    if any(p != 1 and (n is None or p != n) for p, n in zip(picked, norm_dims)):
         fail(f"the scale or bias of shape {list(shape)} does not broadcast to {list(norm_dims)}", param)
+    if not (is_static(shape) and is_static(norm_dims)) and not (shape == picked == tuple(norm_dims)):
+        fail(f"the scale or bias of shape {list(shape)} would need reshaping to the symbolic dims "
+             f"{list(norm_dims)}", param)
     return shape, picked
 
 
@@ -228,6 +315,8 @@ def norm_param(op, notes: Notes, param, out_rank: int, out_axes, norm_dims) -> i
     broadcast here; a computed tensor gets a Reshape (and an Expand where it broadcasts).
     """
     shape, picked = param_layout(param, out_rank, out_axes, norm_dims)
+    if not is_static(norm_dims):
+        return param  # already of exactly the normalized dims (param_layout)
     array = const_array(param)
     name = notes.fresh_name(param.name or "param")
     if array is not None:

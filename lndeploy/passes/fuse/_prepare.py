@@ -5,17 +5,24 @@ from __future__ import annotations
 from lndeploy.plugin_spec import iter_graphs
 
 MIN_OPSET = 17
+HELD_DOMAIN = "lndeploy.fuse.held"
 
 
 def rule_modules():
-    from lndeploy.passes.fuse import (cast, channel_first, layer_norm, ln_bias, ln_scale, rms_norm, tf_layer_norm,
-                                      unflatten)
+    from lndeploy.passes.fuse import (cast, channel_first, layer_norm, ln_bias, ln_scale, ln_stats, rms_norm,
+                                      tf_layer_norm, unflatten)
 
-    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias, unflatten)
+    return (layer_norm, channel_first, tf_layer_norm, rms_norm, cast, ln_scale, ln_bias, unflatten, ln_stats)
 
 
 def has_op(model, *op_types: str) -> bool:
     return any(n.op_type in op_types for g in iter_graphs(model.graph) for n in g.node)
+
+
+def layer_norm_below_opset_17(model) -> bool:
+    from lndeploy.onnxfile import opset_version
+
+    return opset_version(model) < MIN_OPSET and has_op(model, "LayerNormalization")
 
 
 def prepare(model, opset: int | None, notes: list):
@@ -28,6 +35,7 @@ def prepare(model, opset: int | None, notes: list):
     target = opset if opset is not None else max(current, MIN_OPSET)
     work = onnx.ModelProto()
     work.CopyFrom(model)
+    sort_nodes(work.graph, notes)
     if target > current:
         why = f"--opset {opset}" if opset is not None else f"LayerNormalization needs {MIN_OPSET}"
         work = _convert(work, current, target, why, notes)
@@ -53,11 +61,13 @@ def _convert(model, current: int, target: int, why: str, notes: list):
     where it gives up, only the import is raised, which the ONNX Runtime check then vouches for."""
     from onnx import version_converter
 
+    held = _hold_layer_norms(model)
     try:
         converted = version_converter.convert_version(model, target)
         notes.append(f"converted from opset {current} to {target} ({why})")
-        return converted
+        return _release_layer_norms(converted, held)
     except Exception as err:  # the converter raises several unrelated types
+        _release_layer_norms(model, held)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         for entry in model.opset_import:
             if entry.domain in ("", "ai.onnx"):
@@ -65,6 +75,63 @@ def _convert(model, current: int, target: int, why: str, notes: list):
         notes.append(f"onnx's version converter failed ({first}); raised the opset import "
                      f"from {current} to {target} without conversion")
         return model
+
+
+def _hold_layer_norms(model) -> bool:
+    """Park default-domain LayerNormalization nodes below opset 17 in a domain of their own while
+    the converter runs: ONNX Runtime's optimizer writes them at the file's opset (its contrib
+    kernel, the same attributes and math as opset 17's), where onnx has no schema for them."""
+    nodes = [n for g in iter_graphs(model.graph) for n in g.node
+             if n.op_type == "LayerNormalization" and n.domain in ("", "ai.onnx")]
+    for node in nodes:
+        node.domain = HELD_DOMAIN
+    if nodes:
+        model.opset_import.append(onnx_opset(HELD_DOMAIN, 1))
+    return bool(nodes)
+
+
+def _release_layer_norms(model, held: bool):
+    if held:
+        for node in (n for g in iter_graphs(model.graph) for n in g.node if n.domain == HELD_DOMAIN):
+            node.domain = ""
+        kept = [o for o in model.opset_import if o.domain != HELD_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return model
+
+
+def onnx_opset(domain: str, version: int):
+    import onnx
+
+    return onnx.helper.make_opsetid(domain, version)
+
+
+def sort_nodes(graph, notes: list) -> None:
+    """Put the nodes of ``graph`` in topological order, as ONNX Runtime does on load (the ONNX checker
+    only complains): shape inference and the rules read producers before their uses. Names a node's
+    subgraphs read from this graph count as its inputs. Left as it is where there is a cycle."""
+    produced = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    needs = [{produced[name] for name in _reads(node) if name in produced} - {i} for i, node in enumerate(graph.node)]
+    order, done = [], set()
+    while len(order) < len(graph.node):
+        ready = [i for i in range(len(graph.node)) if i not in done and needs[i] <= done]
+        if not ready:
+            return  # a cycle: not a graph ONNX Runtime loads either; the rules will find nothing
+        order.append(ready[0])
+        done.add(ready[0])
+    if order != sorted(order):
+        nodes = [graph.node[i] for i in order]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        notes.append(f"sorted the nodes of graph {graph.name!r} topologically (the file's order was not)")
+
+
+def _reads(node) -> set:
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in list(attr.g.node if attr.HasField("g") else []) + [n for g in attr.graphs for n in g.node]:
+            names |= _reads(sub)
+    return names
 
 
 def _infer_shapes(model, notes: list):

@@ -53,10 +53,10 @@ class Graph:
             return self.op("Unsqueeze", x, self.const(axes, np.int64))
         return self.op("Unsqueeze", x, axes=list(axes))
 
-    def model(self, *outputs: str, shape=None) -> onnx.ModelProto:
-        """The model; outputs are typed by shape inference, or all given ``shape``."""
+    def model(self, *outputs: str, shape=None, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+        """The model; outputs are typed by shape inference, or all given ``shape`` (and ``dtype``)."""
         graph = helper.make_graph(self.nodes, "g", self.inputs,
-                                  [helper.make_tensor_value_info(o, TensorProto.FLOAT, shape) for o in outputs],
+                                  [helper.make_tensor_value_info(o, dtype, shape) for o in outputs],
                                   self.initializers)
         opsets = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opsets,
@@ -144,7 +144,9 @@ def normal(*shape, seed: int = 0) -> np.ndarray:
 
 
 def max_abs(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+    from lndeploy import parity
+
+    return parity.compare_arrays(a, b, parity.Tolerance(0.0)).max_abs
 
 
 def node(model, op_type: str):
@@ -167,7 +169,7 @@ def initializer(model, name: str) -> np.ndarray:
 def assert_near_miss_untouched(build, reason: str | None, opset: int) -> None:
     """``build(g, x)`` on a [16, 16] input must come back byte for byte (no opset bump, no fused node),
     with ``reason`` in the one refusal reported (``None``: nothing reported at all)."""
-    from lndeploy.passes.fuse import fuse
+    from lndeploy.pipeline import fuse
 
     g = Graph(opset)
     x = g.input("x", [16, 16])

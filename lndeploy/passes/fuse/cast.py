@@ -5,8 +5,14 @@
 for N = LayerNormalization or RMSNormalization. ONNX's own LayerNormalization function body (what
 its ``*_expanded`` test models and function-inlining exporters hold) casts the normalized value to
 the input type before ``* scale + bias``; for a float input that Cast is the identity, and it is
-what stands between the fused node and the ``ln_scale`` / ``ln_bias`` folds. A Cast that changes the
-type (an fp16 model with fp32 statistics) is a real conversion and stays.
+what stands between the fused node and the ``ln_scale`` / ``ln_bias`` folds. Also a round trip
+through a wider type:
+
+    z = Cast(Cast(N(x, ...), to=W), to=T)   T N's type, W wider (fp16 -> fp32, ...)   ->   z = N(x, ...)
+
+which is exact (every value of T is one of W), and is what the mixed-precision LayerNorm spelling
+leaves once the layer_norm rule fused it (``Cast(LN(x), to=W)`` where the graph casts back to T).
+A Cast that changes the type (an fp16 model with fp32 statistics) is a real conversion and stays.
 """
 
 from __future__ import annotations
@@ -40,5 +46,17 @@ class NoOpCastAfterNorm(pattern.RewriteRuleClassBase):
         return y
 
 
+class WideningRoundTrip(NoOpCastAfterNorm):
+    def pattern(self, op, y):
+        return op.Cast(op.Cast(y, _outputs=["w"]), _outputs=["z"])
+
+    def check(self, context, y, z, w=None, **_):
+        super().check(context, y, z)
+        to = w.producer().attributes.get_int("to", 0)
+        if (y.dtype.value, to) not in C.WIDENING:
+            C.fail("the inner Cast narrows")
+        return True
+
+
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
-    return pattern.RewriteRuleSet([NoOpCastAfterNorm.rule(notes)])
+    return pattern.RewriteRuleSet([NoOpCastAfterNorm.rule(notes), WideningRoundTrip.rule(notes)])

@@ -39,7 +39,7 @@ class ChannelFirstFusion(StatsNormFusion):
         epsilon = C.epsilon_of(eps, rank)
         perm = [a for a in range(rank) if a not in axes] + list(axes)
         moved = C.typed(op.Transpose(x, perm=perm), x, perm)
-        scale = self.scale(op, x, C.static_dims(x, axes), num)
+        scale = self.scale(op, x, axes, num)
         y = C.typed(op.LayerNormalization(moved, scale, axis=-len(axes), epsilon=epsilon, stash_type=1), moved)
         return op.Transpose(y, perm=[int(i) for i in np.argsort(perm)])
 

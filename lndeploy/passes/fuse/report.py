@@ -19,11 +19,15 @@ def format_report(result) -> list[str]:
     if verification and verification.get("unchanged"):
         lines.append("nothing changed: the model is written back as it was (not run on ONNX Runtime)")
     elif verification:
+        from lndeploy.passes.fuse._verify import describe_tolerance
+
+        tolerance = describe_tolerance(verification["tolerance"])
         for sample in verification["samples"]:
             where = ", ".join(f"{k}={v}" for k, v in sample["sizes"].items()) or "static shapes"
             worst = max(sample["max_abs"].values(), default=0.0)
-            lines.append(f"verified with {_backend_label(verification)} at {where}: max abs change {worst:.3g} "
-                         f"(fp32 tolerance {verification['tolerance']['float32']:g})")
+            relative = max(sample["max_rel"].values(), default=0.0)
+            lines.append(f"verified with {_backend_label(verification)} at {where}: max abs change {worst:.3g}, "
+                         f"max rel {relative:.3g} (tolerance {tolerance})")
     else:
         lines.append("not verified (--no-verify)")
     return lines

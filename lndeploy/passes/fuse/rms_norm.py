@@ -9,7 +9,7 @@
 ``* scale`` after it is folded in by the ``ln_scale`` rule. ``RMSNormalization`` exists from opset
 23 on: in a model of a lower opset the pattern is left as it is and reported (ask for ``opset=23``
 to fuse it). The same checks as for LayerNorm apply (constant scalar eps added before the root,
-exponent exactly 2, static trailing normalized dims). An ``x`` that is itself ``a - mean(a)`` is the
+exponent exactly 2, trailing normalized dims). An ``x`` that is itself ``a - mean(a)`` is the
 centred half of a LayerNorm the layer_norm rule refused: fusing only its second half would hide the
 refusal, so it is left alone too.
 """
@@ -46,7 +46,6 @@ class RmsNormFusion(pattern.RewriteRuleClassBase):
             if not C.is_trailing(axes, rank):
                 C.fail(f"RMS norm over the non-trailing axes {list(axes)}", ms.producer())
             C.epsilon_of(eps, rank)
-            C.static_dims(x, axes)
             opset = context.model.opset_imports.get("", 0)
             if opset < MIN_OPSET:
                 # the opset here is the working copy's (raised to 17 for LayerNormalization), not
@@ -60,13 +59,15 @@ class RmsNormFusion(pattern.RewriteRuleClassBase):
     def rewrite(self, op, x, eps, ms, **_):
         rank = C.rank_of(x)
         axes = C.reduce_axes(ms.producer(), rank)
-        scale = C.ones(op, self.notes, x, C.static_dims(x, axes))
+        scale = C.ones(op, self.notes, x, axes)
         return op.RMSNormalization(x, scale, axis=-len(axes), epsilon=C.epsilon_of(eps, rank), stash_type=1)
 
 
 def _is_centred(x) -> bool:
     """x = a - m or m - a, m a statistic of a (a mean in any spelling, or a near-miss of one)."""
     node = x.producer()
+    if node is not None and node.op_type == "Cast" and node.domain in ("", "ai.onnx"):
+        node = node.inputs[0].producer()  # the mixed-precision spelling: Cast(x - mean) to a wider type
     if node is None or node.op_type != "Sub" or node.domain not in ("", "ai.onnx"):
         return False
     a, b = node.inputs[0], node.inputs[1]

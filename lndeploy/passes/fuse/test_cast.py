@@ -4,7 +4,7 @@ behind it fold; a Cast that converts (fp32 statistics -> fp16) stays."""
 import numpy as np
 from onnx import TensorProto
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-5

@@ -5,7 +5,7 @@ per-channel scale and bias folded in; outputs equal ONNX Runtime's before (<= 1e
 import numpy as np
 import pytest
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-6
@@ -29,7 +29,8 @@ def test_convnext_channel_first_ln(opset, root):
     result = fuse(model)
     assert T.ops(result.model) == {"Transpose": 2, "LayerNormalization": 1}
     assert result.counts == {"layer_norm": 0, "channel_first_layer_norm": 1, "tf_layer_norm": 0, "rms_norm": 0,
-                             "no_op_cast": 0, "ln_scale": 1, "ln_bias": 1, "unflatten_layer_norm": 0}
+                             "no_op_cast": 0, "ln_scale": 1, "ln_bias": 1, "unflatten_layer_norm": 0,
+                             "ln_stats_outputs": 0}
     first, last = [n for n in result.model.graph.node if n.op_type == "Transpose"]
     assert T.attrs(first)["perm"] == [0, 2, 3, 1] and T.attrs(last)["perm"] == [0, 3, 1, 2]
     ln = T.node(result.model, "LayerNormalization")

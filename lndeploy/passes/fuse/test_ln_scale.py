@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-5

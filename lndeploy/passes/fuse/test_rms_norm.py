@@ -4,7 +4,7 @@ allows (>= 23), and is left, with the reason reported, where it does not."""
 import numpy as np
 import pytest
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-6

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-5

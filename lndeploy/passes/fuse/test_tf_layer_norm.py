@@ -5,7 +5,7 @@ outputs equal ONNX Runtime's before (<= 1e-5) and a float64 numpy LN's; near-mis
 import numpy as np
 import pytest
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-3  # Keras' default

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from lndeploy.passes.fuse import fuse
+from lndeploy.pipeline import fuse
 from lndeploy.passes.fuse import _testing as T
 
 EPS = 1e-5

@@ -60,7 +60,7 @@ class BatchNormFormFusion(pattern.RewriteRuleClassBase):
             axes = S.stats_axes(x, mean, var, var_centre)
             rank = C.rank_of(x)
             C.epsilon_of(eps, rank)
-            dims = C.static_dims(x, axes)
+            dims = C.norm_dims(x, axes)
             for param in (gamma, beta):
                 if param is not None:
                     C.param_layout(param, rank, axes, dims)
@@ -72,9 +72,9 @@ class BatchNormFormFusion(pattern.RewriteRuleClassBase):
     def rewrite(self, op, x, eps, mean, var, gamma=None, beta=None, **_):
         rank = C.rank_of(x)
         axes = S.stats_axes(x, mean, var)
-        dims = C.static_dims(x, axes)
+        dims = C.norm_dims(x, axes)
         scale = (C.norm_param(op, self.notes, gamma, rank, axes, dims) if gamma is not None
-                 else C.ones(op, self.notes, x, dims))
+                 else C.ones(op, self.notes, x, axes))
         params = [scale] + ([C.norm_param(op, self.notes, beta, rank, axes, dims)] if beta is not None else [])
         epsilon = C.epsilon_of(eps, rank)
         if C.is_trailing(axes, rank):

@@ -1,0 +1,96 @@
+"""Files ONNX Runtime loads that fuse used to refuse: nodes out of topological order, a
+LayerNormalization below opset 17 as ORT's own optimizer writes it, graph outputs without a shape,
+and an LN over a symbolic last dim with Scale and B as graph inputs."""
+
+import numpy as np
+import onnxruntime as ort
+import onnx
+import pytest
+
+from lndeploy.passes.fuse import _testing as T
+from lndeploy.pipeline import fuse
+
+
+def reversed_nodes(model):
+    nodes = list(model.graph.node)[::-1]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def test_unsorted_graph_is_sorted_and_fused():
+    g = T.Graph(18)
+    x = g.input("x", ["batch", 16])
+    model = reversed_nodes(g.model(T.layer_norm(g, x, [-1])))
+    result = fuse(model)
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+    assert any("sorted the nodes" in note for note in result.notes)
+    x = T.normal(3, 16)
+    assert T.max_abs(T.run(result.model, {"x": x})[model.graph.output[0].name], T.ref_layer_norm(x, [-1], 1e-5)) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def ort_optimized_opset12(tmp_path_factory):
+    """A primitive-op LN at opset 12 after ONNX Runtime's own optimizer: it writes LayerNormalization
+    (its contrib kernel) at the file's opset 12, next to an opset-12 Unsqueeze (axes as attribute)."""
+    g = T.Graph(12)
+    x = g.input("x", ["batch", 16])
+    y = T.layer_norm(g, x, [-1])
+    y = g.op("Add", g.op("Mul", y, g.const(np.linspace(0.5, 1.5, 16))), g.const(np.linspace(-1, 1, 16)))
+    model = g.model(g.unsqueeze(y, [0]))
+    folder = tmp_path_factory.mktemp("ort12")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    assert T.ops(optimized) == {"LayerNormalization": 1, "Unsqueeze": 1}
+    assert next(o.version for o in optimized.opset_import if o.domain in ("", "ai.onnx")) == 12
+    return model, optimized
+
+
+@pytest.mark.parametrize("to", ["native", "plugin"])
+def test_ort_optimized_layer_norm_below_opset_17_is_accepted(ort_optimized_opset12, to):
+    model, optimized = ort_optimized_opset12
+    result = fuse(optimized, to=to)
+    assert result.opset_before == 12 and result.opset_after == 17
+    # onnx's version converter rewrote the Unsqueeze around the LN (axes as an input from opset 13)
+    ln = "LayerNormalization" if to == "native" else "lndeploy.LndeployLayerNorm"
+    assert T.ops(result.model) == {ln: 1, "Unsqueeze": 1, "Constant": 1}
+    x = T.normal(3, 16)
+    want = T.ref_layer_norm(x, [-1], 1e-5, np.linspace(0.5, 1.5, 16), np.linspace(-1, 1, 16))[None]
+    assert T.max_abs(T.run(result.model, {"x": x})[optimized.graph.output[0].name], want) <= 1e-5
+
+
+def test_shape_less_graph_output_is_fused():
+    g = T.Graph(18)
+    x = g.input("x", ["batch", 16])
+    model = g.model(T.layer_norm(g, x, [-1]))
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    result = fuse(model)
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+
+
+def test_symbolic_last_dim_with_scale_and_bias_inputs():
+    """``LayerNormalization(axis=-1)`` does not need N: the scale of ones is ConstantOfShape(Shape(x)[-1:])
+    until the Scale input of shape [N] replaces it; B of shape [N] folds too."""
+    g = T.Graph(18)
+    x, s, b = g.input("x", ["M", "N"]), g.input("scale", ["N"]), g.input("bias", ["N"])
+    model = g.model(g.op("Add", g.op("Mul", T.layer_norm(g, x, [-1]), s), b))
+    result = fuse(model)
+    assert T.ops(result.model) == {"LayerNormalization": 1} and not result.unconverted
+    assert list(T.node(result.model, "LayerNormalization").input) == ["x", "scale", "bias"]
+    for n in (7, 32):
+        feed = {"x": T.normal(3, n), "scale": T.normal(n, seed=1), "bias": T.normal(n, seed=2)}
+        want = T.ref_layer_norm(feed["x"], [-1], 1e-5, feed["scale"], feed["bias"])
+        got = T.run(result.model, feed)[model.graph.output[0].name]
+        assert T.max_abs(got, want) <= 1e-5 * np.abs(want).max()
+
+
+def test_symbolic_dims_with_a_scale_of_other_dims_keeps_its_mul():
+    """A scale of static shape [16] against a symbolic N cannot be shown to fit: the LN fuses, the Mul stays."""
+    g = T.Graph(18)
+    x = g.input("x", ["M", "N"])
+    model = g.model(g.op("Mul", T.layer_norm(g, x, [-1]), g.const(np.ones(16))), shape=["M", 16])
+    result = fuse(model, verify=False)
+    assert T.ops(result.model)["LayerNormalization"] == 1 and T.ops(result.model)["Mul"] == 1
