@@ -162,19 +162,22 @@ def annotations(run, workspace: str | None = None) -> list[str]:
         if cell.status not in ("failed", "error"):
             continue
         first = cell.result.first_divergence if cell.result is not None else None
-        file, line = _source(first, cell.path)
+        file, line = _source(first, cell.path, workspace)
         where = f"file={_property(_relative(file, workspace))}" + (f",line={line}" if line else "")
         title = _property(f"lndeploy check {cell.id}")
         lines.append(f"::error {where},title={title}::{_data(cell.message)}")
     return lines
 
 
-def _source(first, model_path: str) -> tuple[str, int | None]:
-    """``first_divergence.source`` (``file:line``) when the check localised it, else the model file."""
+def _source(first, model_path: str, workspace: str) -> tuple[str, int | None]:
+    """``first_divergence.source`` (``file:line``) when the check localised it to a file of the
+    repository, else the model file: a layer of ``nn.Sequential`` is traced to torch's own
+    container.py, which no annotation on the job page can point at."""
     source = (first or {}).get("source")
     if source:
         file, _, line = source.rpartition(":")
-        if file and line.isdigit():
+        inside = not _relative(file, workspace).startswith(("..", "/")) and "site-packages" not in file
+        if file and line.isdigit() and inside:
             return file, int(line)
     from lndeploy.modelfile import split_reference
 

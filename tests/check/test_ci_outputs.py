@@ -88,3 +88,10 @@ def test_exit_code_is_the_worst_cell_and_3_only_when_nothing_ran(tmp_path):
     skipped_only = MatrixRun("x", [c for c in run.cells if c.status == "skipped"])
     assert skipped_only.exit_code == 3
     assert MatrixRun("x", [run.cells[0], *skipped_only.cells]).exit_code == 0
+
+
+def test_a_divergence_traced_into_an_installed_package_is_annotated_at_the_model_file(tmp_path):
+    run = _run(tmp_path)
+    run.cells[1].result.first_divergence["source"] = "/venv/lib/python3.11/site-packages/torch/nn/container.py:253"
+    line = ci_outputs.annotations(run, workspace=".")[0]
+    assert line.startswith("::error file=models/m.py,title=")

@@ -67,16 +67,16 @@ def test_one_perturbed_artifact_fails_exactly_its_case(run_cli, tmp_path, zoo_ex
     failed = {key: case for key, case in cases.items() if not case.is_passed}
     assert list(failed) == [("fnn-perturbed.fp32.native.onnxruntime", "output")]
     message = failed[("fnn-perturbed.fp32.native.onnxruntime", "output")].result[0].message
-    # names the output and its worst element; with localisation (first_divergence) also the layer
+    # names the output, its worst element and the first diverging layer
     assert "output 'output'" in message and "worst at [" in message and "vs PyTorch" in message
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["exports"]) == 1  # fnn fp32 native exported once for its two backends
-    first = report["cells"][2]["report"].get("first_divergence")
-    if first:
-        assert first["node"] in message
+    first = report["cells"][2]["report"]["first_divergence"]  # the localisation of the failed check
+    assert f"first diverging layer {first['module']!r} (node {first['node']!r})" in message
     assert "| fnn-perturbed | fp32 | native | onnxruntime | ❌ failed |" in step.read_text()
     annotation = [line for line in result.out.splitlines() if line.startswith("::error ")]
-    assert len(annotation) == 1 and "file=" in annotation[0] and "fnn-perturbed" in annotation[0]
+    assert len(annotation) == 1 and "fnn-perturbed" in annotation[0]
+    assert annotation[0].startswith(("::error file=models/fnn.py,", f"::error file={zoo_model('fnn')},"))
 
 
 @pytest.mark.parametrize("text, message", [
