@@ -210,7 +210,8 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
         result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, given=given,
                          record=recorder)
         if not result.passed or layers:
-            _localise(spec, str(artifact), backend, tol, result, layers or "norms", samples, seed, debug)
+            _localise(spec, str(artifact), backend, tol, result, layers or "norms", samples, seed, debug,
+                      given=(lambda: given_inputs(spec, inputs)) if given else None)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
@@ -241,13 +242,13 @@ def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
     return result
 
 
-def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug) -> None:
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, given=None) -> None:
     """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
     the verdict of the comparison that already ran."""
     from lndeploy.checker.layers import localise
 
     try:
-        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed)
+        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed, given=given)
     except Exception as err:
         if debug:
             raise

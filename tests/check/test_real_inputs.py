@@ -32,7 +32,7 @@ def golden(distilbert_onnx, tmp_path_factory):
     report = folder / "r.json"
     try:
         main(["check", DISTILBERT, "--onnx", str(distilbert_onnx), "--inputs", str(folder / "real.npz"),
-              "--save-outputs", str(folder / "golden"), "--report", str(report)])
+              "--save-outputs", str(folder / "golden"), "--report", str(report), "--layers"])
     except SystemExit as done:
         assert done.code in (0, None)
     return given, folder / "golden", json.loads(report.read_text())
@@ -48,6 +48,8 @@ def test_inputs_npz_is_the_feed_as_given(golden):
     assert [s["shapes"] for s in report["samples"]] == [{"input_ids": [4, 16], "attention_mask": [4, 16]}]
     assert report["passed"] and report["outputs"]["last_hidden_state"]["max_abs"] <= 1e-4
     assert any("inputs as given: --inputs" in note for note in report["notes"])
+    # the layer comparison replays the given set too, not a generated one of the same index
+    assert report["layers"] and any("sizes {'batch': 4, 'seq': 16}" in note for note in report["notes"])
 
 
 def test_golden_check_passes_in_a_process_without_torch(golden, distilbert_onnx, tmp_path):
