@@ -116,10 +116,15 @@ def _groups(entry) -> list[tuple[str | None, str | None]]:
 
 
 def run(config, *, samples: int | None = None, seed: int | None = None, debug: bool = False,
-        progress=None) -> MatrixRun:
+        progress=None, plots=None) -> MatrixRun:
     """Run every cell of ``config``; ``progress(cell)`` is called as each finishes. ``samples``/``seed``:
-    defaults for models whose entry does not set them."""
+    defaults for models whose entry does not set them. ``plots``: a folder with one subfolder of error
+    plots per cell (``check --plots``)."""
     entries = matrix_config.load(config)
+    if plots is not None:
+        from lndeploy.checker.plots import check_folder
+
+        check_folder(plots).mkdir(exist_ok=True)
     outcome = MatrixRun(str(config), plan(entries))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lndeploy-matrix-") as tmp:
@@ -127,12 +132,12 @@ def run(config, *, samples: int | None = None, seed: int | None = None, debug: b
             entry.samples = entry.samples if entry.samples is not None else samples
             entry.seed = entry.seed if entry.seed is not None else (seed or 0)
             cells = [c for c in outcome.cells if c.model == entry.name]
-            _run_model(entry, cells, tmp, outcome.exports, debug, progress)
+            _run_model(entry, cells, tmp, outcome.exports, debug, progress, plots)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _run_model(entry, cells: list, tmp: str, exports: list, debug: bool, progress) -> None:
+def _run_model(entry, cells: list, tmp: str, exports: list, debug: bool, progress, plots=None) -> None:
     from lndeploy import modelfile
 
     try:
@@ -154,7 +159,7 @@ def _run_model(entry, cells: list, tmp: str, exports: list, debug: bool, progres
             if isinstance(artifacts, Exception):
                 _fail(cell, artifacts, debug, entry, progress)
             else:
-                _run_cell(cell, entry, spec, artifacts, debug, progress)
+                _run_cell(cell, entry, spec, artifacts, debug, progress, plots)
 
 
 def _artifacts(entry, spec, precision, ln, tmp: str, exports: list, backends: set, traced: dict) -> dict:
@@ -190,7 +195,7 @@ def _artifacts(entry, spec, precision, ln, tmp: str, exports: list, backends: se
     return found
 
 
-def _run_cell(cell: Cell, entry, spec, artifacts: dict, debug: bool, progress) -> None:
+def _run_cell(cell: Cell, entry, spec, artifacts: dict, debug: bool, progress, plots=None) -> None:
     from lndeploy.checker import check
     from lndeploy.checker import report as reports
 
@@ -201,6 +206,13 @@ def _run_cell(cell: Cell, entry, spec, artifacts: dict, debug: bool, progress) -
     try:
         if isinstance(target.get("engine"), Exception):
             raise target["engine"]
+        if cell.precision is None:  # a given artifact: its own precision and LN form name the cell
+            from lndeploy.inspection import artifact_form
+
+            form = artifact_form(next(iter(target.values())))
+            cell.precision, cell.ln = form.get("precision"), form.get("ln")
+        if plots is not None:
+            options["plots"] = os.path.join(plots, cell.id)
         result = check(spec, **target, backend=cell.backend, atol=atol, rtol=rtol, samples=entry.samples,
                        seed=entry.seed, debug=debug, inputs=entry.inputs, **options)
     except Exception as err:
@@ -208,7 +220,7 @@ def _run_cell(cell: Cell, entry, spec, artifacts: dict, debug: bool, progress) -
         _fail(cell, err, debug, entry, progress)
         return
     cell.seconds = time.perf_counter() - start
-    cell.precision, cell.ln = cell.precision or result.precision, cell.ln or result.ln  # a given artifact's own
+    cell.precision, cell.ln = cell.precision or result.precision, cell.ln or result.ln  # an engine without sidecar
     report = {**reports.header(model=entry.path, seed=entry.seed), **result.to_report()}
     if not (entry.onnx or entry.engine):
         label = f"(exported in this run: ln={cell.ln}, {cell.precision}, opset {entry.opset or 18})"

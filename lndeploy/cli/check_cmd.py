@@ -73,12 +73,12 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
     prepare_outputs({"--report": report, "--junit": junit, "--summary": summary},
                     {"MODEL": model_file(model) if model else None, "--config": config, "--inputs": inputs,
                      "--golden": golden, "--onnx": onnx_path, "--engine": engine})
-    given = {k: v for k, v in locals().items() if v is not None and k in _PER_CHECK}
+    given = {k: v for k, v in locals().items() if v is not None and k in (*_PER_CHECK, "plots")}
     if config is not None:
         from lndeploy.checker import matrix
 
         _refuse(given, "--config (the config file sets it per model; docs/ci.md)", *_PER_CHECK)
-        run = matrix.run(config, samples=samples, seed=seed, debug=debug_flag(ctx),
+        run = matrix.run(config, samples=samples, seed=seed, debug=debug_flag(ctx), plots=plots,
                          progress=lambda cell: echo(ci_outputs.progress_line(cell)))
         sys.exit(ci_outputs.finish(run, junit, summary, report, echo))
     if golden is not None:
@@ -131,9 +131,9 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
         sys.exit(1)
 
 
-# options of one check that a --config file sets per model instead
+# options of one check that a --config file sets per model instead (--plots: one subfolder per cell)
 _PER_CHECK = ("model", "onnx_path", "engine", "backend", "atol", "rtol", "ln", "precision", "opset", "inputs",
-              "save_outputs", "golden", "url", "model_name", "layers", "plots")
+              "save_outputs", "golden", "url", "model_name", "layers")
 
 
 def _refuse(given: dict, mode: str, *names) -> None:

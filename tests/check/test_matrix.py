@@ -28,8 +28,10 @@ def test_two_cells_share_one_artifact_and_pass(run_cli, tmp_path, zoo_export):
     config = _config(tmp_path, f'[[model]]\npath = "{zoo_model("fnn")}"\nonnx = "{zoo_export("fnn").path}"\n'
                                f'backends = ["onnxruntime", "onnx-reference"]\n')
     result = run_cli("check", "--config", config, "--junit", tmp_path / "j.xml", "--summary", tmp_path / "s.md",
-                     "--report", tmp_path / "r.json")
+                     "--report", tmp_path / "r.json", "--plots", tmp_path / "plots")
     assert result.code == 0, result.out + result.err
+    for cell in ("fnn.fp32.native.onnxruntime", "fnn.fp32.native.onnx-reference"):
+        assert list((tmp_path / "plots" / cell).glob("*.png")), cell
     assert set(_cases(tmp_path / "j.xml")) == {("fnn.fp32.native.onnxruntime", "output"),
                                                 ("fnn.fp32.native.onnx-reference", "output")}
     report = json.loads((tmp_path / "r.json").read_text())
