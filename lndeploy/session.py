@@ -8,12 +8,22 @@ from pathlib import Path
 from lndeploy.errors import BadInputError
 
 
-def _open(artifact, backend: str | None, **options):
+PLUGIN_IMPLS = ("onnx", "kernel")
+
+
+def _open(artifact, backend: str | None, plugin_impl: str = "onnx", **options):
     if backend is None and isinstance(artifact, str) and artifact.startswith(("http://", "grpc://")):
         backend = "kserve"  # a served model: Session("http://127.0.0.1:8000", model_name="rnn")
     if backend is None:
         suffix = Path(artifact).suffix if isinstance(artifact, (str, os.PathLike)) else ""
         backend = "tensorrt" if suffix in (".engine", ".plan", ".trt") else "onnxruntime"
+    if plugin_impl not in PLUGIN_IMPLS:
+        raise BadInputError(f"plugin_impl must be one of {', '.join(PLUGIN_IMPLS)}, got {plugin_impl!r}")
+    if plugin_impl == "kernel":
+        if backend != "onnx-reference":
+            raise BadInputError(f"plugin_impl='kernel' runs lndeploy's Triton kernel inside ONNX's reference "
+                                f"evaluator: use backend='onnx-reference', not {backend!r}")
+        options["plugin_impl"] = plugin_impl
     if backend == "onnxruntime":
         from lndeploy.backends.onnxruntime import OrtSession
         from lndeploy.backends.ort_optimized import disabled_optimizers
@@ -48,8 +58,10 @@ class Session:
     ``http://`` or ``grpc://`` URL: a model on a KServe v2 server, ``model_name=`` required).
     ``provider`` tells what ran.
     ONNX Runtime sessions are the ones ``lndeploy bench`` times (``providers``, ``threads`` and
-    ``disabled_optimizers`` may be given as keywords). A context manager: ``with Session(p) as s:``
-    closes it on leaving. The backend's runner (``lndeploy.backends.base.Runner``) is ``runner``."""
+    ``disabled_optimizers`` may be given as keywords). ``plugin_impl``: what runs plugin nodes, ``onnx``
+    (ONNX's ``LayerNormalization``, any CPU backend) or ``kernel`` (lndeploy's Triton kernel under the
+    Triton interpreter, ``onnx-reference`` only). A context manager: ``with Session(p) as s:`` closes it
+    on leaving. The backend's runner (``lndeploy.backends.base.Runner``) is ``runner``."""
 
     def __init__(self, artifact, backend: str | None = None, **options):
         self.runner = _open(artifact, backend, **options)

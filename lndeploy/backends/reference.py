@@ -15,7 +15,8 @@ plans keep sums in fp32 (:mod:`lndeploy.passes.precision`).
 
 Nothing is upcast here: inputs are converted to the graph's declared input types (as every backend
 does) and outputs are returned in the types the graph produces. Plugin nodes run through the same
-model-local reference function as on ONNX Runtime (:func:`lndeploy.plugin_spec.with_reference_functions`);
+model-local reference function as on ONNX Runtime (:func:`lndeploy.plugin_spec.with_reference_functions`),
+or with ``plugin_impl="kernel"`` through lndeploy's Triton kernel (:mod:`lndeploy.backends.plugin_kernel`);
 ``Scan`` bodies are evaluated step by step.
 
 One operator of onnx 1.23's evaluator is replaced: its ``GatherElements`` goes through ``np.choose``,
@@ -39,15 +40,24 @@ class ReferenceSession(Runner):
     backend = "onnx-reference"
     provider = "onnx.reference"
 
-    def __init__(self, model_or_path):
+    def __init__(self, model_or_path, plugin_impl: str = "onnx"):
         from onnx.reference import ReferenceEvaluator
 
         model = _load(model_or_path)
-        if plugin_spec.plugin_nodes(model):
+        new_ops = [_gather_elements_op()]
+        self.kernel_worker = None
+        if plugin_impl == "kernel" and plugin_spec.plugin_nodes(model):
+            from lndeploy.backends.plugin_kernel import KernelWorker, kernel_layer_norm_op
+
+            plugin_spec.ensure_opset_import(model)
+            self.kernel_worker = KernelWorker()
+            new_ops.append(kernel_layer_norm_op(self.kernel_worker))
+        elif plugin_spec.plugin_nodes(model):
             model = plugin_spec.with_reference_functions(model)
         try:
-            self.evaluator = ReferenceEvaluator(model, new_ops=[_gather_elements_op()])
+            self.evaluator = ReferenceEvaluator(model, new_ops=new_ops)
         except Exception as err:
+            self.release()
             raise BadInputError(f"the ONNX reference evaluator cannot load the model: {_first_line(err)}") from err
         from lndeploy.onnxfile import graph_inputs
 
@@ -70,6 +80,9 @@ class ReferenceSession(Runner):
 
     def release(self) -> None:
         self.evaluator = None
+        if self.kernel_worker is not None:
+            self.kernel_worker.close()
+            self.kernel_worker = None
 
 
 def _gather_elements_op():

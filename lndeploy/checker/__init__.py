@@ -32,7 +32,7 @@ class CheckResult:
     notes: list = field(default_factory=list)  # how inputs were paired or pinned to the artifact's sizes
     sha256: str | None = None  # of the artifact file that ran
     plugin_impl: str | None = None  # what ran the plugin nodes; None without plugin nodes
-    budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit}
+    budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit, k}: checker/budget.py
     first_divergence: dict | None = None  # {node, module, source, max_abs, input_max_abs, ...}
     layers: list = field(default_factory=list)  # [{node, module, max_abs, over_fraction, ...}] in graph order
     plots: list = field(default_factory=list)  # PNG paths written by --plots
@@ -50,13 +50,20 @@ class CheckResult:
         verdict = "PASSED" if self.passed else "FAILED"
         rtol = f", rtol {self.rtol:g}" if self.rtol is not None else ""
         line = (f"parity {verdict}: worst output {name!r} max abs error {stats['max_abs']:.3g} "
-                f"(tolerance atol {self.atol:g}{rtol}) over {len(self.samples)} samples on {self.backend} "
-                f"[{self.provider}]")
+                f"({self._gate(rtol)}) over {len(self.samples)} samples on {self.backend} [{self.provider}]")
         if not self.passed and stats.get("over_tolerance"):
             line += (f"; {stats['over_tolerance']} of {stats['elements']} elements over, worst at "
                      f"{stats['worst_index']} (sample {stats['worst_sample']}): {stats['worst_actual']:.6g} vs "
                      f"PyTorch {stats['worst_expected']:.6g}{rtol_hint(stats, self.rtol)}")
         return line
+
+    def _gate(self, rtol: str) -> str:
+        """The tolerance, or with ``--budget auto`` the limit and the PyTorch error it comes from."""
+        ref = self.budget.get("reference_error") if self.budget else None
+        if ref is None:
+            return f"tolerance atol {self.atol:g}{rtol}"
+        return (f"budget {self.budget['limit']:.3g} = max(atol {self.budget['atol']:g}, {self.budget['k']:g} x "
+                f"PyTorch's own {self.precision} error {ref:.3g}){rtol}")
 
     def to_report(self) -> dict:
         return {
@@ -99,7 +106,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
           example_inputs=None, dynamic_axes=None, url: str | None = None, model_name: str | None = None,
-          layers: str | None = None, plots=None, inputs=None, save_outputs=None) -> CheckResult:
+          layers: str | None = None, plots=None, budget: str | None = None,
+          plugin_impl: str | None = None, inputs=None, save_outputs=None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -111,11 +119,15 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md).
     ``layers`` (``norms``/``all``): compare intermediate tensors even when the check passes (a failed
     check always compares the normalizations; ``lndeploy.checker.layers``). ``plots``: a folder for
-    PNGs of the error (``lndeploy.checker.plots``; needs matplotlib). ``inputs``: a .npz/.npy file or
-    folder of input sets to use instead of generated ones (``lndeploy.input_sets``; else the model
-    file's ``sample_inputs()`` when it has one); ``save_outputs``: a folder to write PyTorch's outputs
-    and the inputs used to (``lndeploy.checker.golden``). Returns a ``CheckResult``; the caller decides
-    what a failure means (the CLI exits 1).
+    PNGs of the error (``lndeploy.checker.plots``; needs matplotlib). ``budget``: ``auto`` (default for
+    fp16/bf16 without ``atol``: the gate is ``max(atol, k x PyTorch's own error in that precision)``,
+    ``lndeploy.checker.budget``) or ``fixed`` (the tolerance alone). ``plugin_impl``: ``onnx`` (default:
+    plugin nodes run as ONNX's LayerNormalization) or ``kernel`` (lndeploy's Triton kernel under the
+    Triton interpreter, on the onnx-reference backend). ``inputs``: a .npz/.npy file or folder of input
+    sets to use instead of generated ones (``lndeploy.input_sets``; else the model file's
+    ``sample_inputs()`` when it has one); ``save_outputs``: a folder to write PyTorch's outputs and the
+    inputs used to (``lndeploy.checker.golden``). Returns a ``CheckResult``; the caller decides what a
+    failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
@@ -152,7 +164,8 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
                                                 "sha256": None}}
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
-                        example_inputs, dynamic_axes, context, url, model_name, layers, plots, inputs, save_outputs)
+                        example_inputs, dynamic_axes, context, url, model_name, layers, plots, budget,
+                        plugin_impl, inputs, save_outputs)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -163,12 +176,13 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
-           dynamic_axes, context: dict, url=None, model_name=None, layers=None, plots=None, inputs=None,
-           save_outputs=None) -> CheckResult:
+           dynamic_axes, context: dict, url=None, model_name=None, layers=None, plots=None, budget_mode=None,
+           plugin_impl=None, inputs=None, save_outputs=None) -> CheckResult:
     from lndeploy import modelfile, parity
+    from lndeploy.checker import budget as budgets
     from lndeploy.checker import golden
     from lndeploy.checker import report as reports
-    from lndeploy.checker.compare import compare, given_inputs
+    from lndeploy.checker.compare import compare, given_inputs, runnable_schedule
 
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
     given = given_inputs(spec, inputs)  # None: generated
@@ -179,9 +193,13 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
             raise BadInputError(f"artifact not found: {artifact}")
         ln, precision = _artifact_form(artifact, ln, precision, opset)
     ln, precision, opset = ln or "native", precision or "fp32", opset or 18
-    backend = backend or ("tensorrt" if engine is not None else "kserve" if url else "onnxruntime")
+    plugin_impl = _plugin_option(plugin_impl, backend, engine is not None or url is not None, ln)
+    backend = backend or ("onnx-reference" if plugin_impl == "kernel" else "tensorrt" if engine is not None else
+                          "kserve" if url else "onnxruntime")
     tol = parity.tolerance(precision, atol=atol, rtol=rtol)
-    context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol})
+    gate = budgets.plan(budget_mode, precision, tol, atol_given=atol is not None)
+    context.update(backend=backend, precision=precision, ln=ln, tolerance={"atol": tol.atol, "rtol": tol.rtol},
+                   budget=gate.to_dict())
     histograms = None
     if plots is not None:
         from lndeploy.checker.plots import ErrorHistograms
@@ -190,8 +208,9 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     on_sample = histograms.add if histograms else None
     if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
         result = compare(spec, url, "kserve", tol, samples, seed, debug, model_name=model_name, on_sample=on_sample,
-                         given=given, record=recorder)
+                         budget=gate, given=given, record=recorder)
         result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
+        result.budget = gate.to_dict()
         if not result.passed or layers:
             result.notes.append("layers: not compared for a served model (its intermediate tensors stay on the "
                                 "server); run check --layers on the ONNX file it serves")
@@ -202,22 +221,25 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
         if artifact is None:
             from lndeploy.pipeline import export
 
+            if gate.pending:  # the export keeps every dynamic dim: the inputs compare() will draw
+                gate.measure(spec, runnable_schedule(spec, samples, seed, {}, [], given))
             artifact = os.path.join(tmp, "model.onnx")
             export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug,
-                                  atol=tol.atol, rtol=tol.rtol).notes
+                                  atol=gate.limit, rtol=tol.rtol).notes
         digest = reports.sha256(artifact)
         context["artifact"]["sha256"] = digest
-        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, given=given,
-                         record=recorder)
-        if not result.passed or layers:
-            _localise(spec, str(artifact), backend, tol, result, layers or "norms", samples, seed, debug,
-                      given=(lambda: given_inputs(spec, inputs)) if given else None)
+        result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, budget=gate,
+                         plugin_impl=plugin_impl, given=given, record=recorder)
+        if not result.passed or layers:  # layers are judged against the same gate as the outputs
+            _localise(spec, str(artifact), backend, gate.tolerance, result, layers or "norms", samples, seed, debug,
+                      {"plugin_impl": plugin_impl} if plugin_impl else {}, given)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
     result.artifact = str(onnx or engine or f"(exported in memory: ln={ln}, {precision}, opset {opset})")
     result.precision, result.ln, result.sha256 = precision, ln, digest
-    result.plugin_impl = _plugin_impl(ln, backend)
+    result.plugin_impl = _plugin_impl(ln, backend, plugin_impl)
+    result.budget = gate.to_dict()
     _given_and_saved(result, given, recorder, save_outputs, model, seed)
     return _with_plots(result, plots, histograms)
 
@@ -242,26 +264,49 @@ def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
     return result
 
 
-def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, given=None) -> None:
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, session_options: dict,
+              given=None) -> None:
     """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
     the verdict of the comparison that already ran."""
     from lndeploy.checker.layers import localise
 
     try:
-        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed, given=given)
+        localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed,
+                 session_options=session_options, given=given)
     except Exception as err:
         if debug:
             raise
         result.notes.append(f"layers: could not be compared ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
 
 
-def _plugin_impl(ln: str, backend: str) -> str | None:
-    """What runs plugin nodes: TensorRT's registered plugin in an engine; elsewhere the model-local
-    function of standard ONNX ops that lndeploy adds (lndeploy.plugin_spec), which ONNX Runtime and the
-    reference evaluator inline."""
+def _plugin_option(plugin_impl: str | None, backend: str | None, not_onnx: bool, ln: str) -> str:
+    """``--plugin-impl``, checked: ``kernel`` runs inside the reference evaluator (the default backend
+    then), so it needs an ONNX artifact with plugin nodes (an engine's plugin is TensorRT's, a served
+    model's is the server's)."""
+    plugin_impl = plugin_impl or "onnx"
+    if plugin_impl not in ("onnx", "kernel"):
+        raise BadInputError(f"--plugin-impl must be onnx or kernel, got {plugin_impl!r}")
+    if plugin_impl == "onnx":
+        return plugin_impl
+    if not_onnx or backend not in (None, "onnx-reference"):
+        raise BadInputError("--plugin-impl kernel runs lndeploy's Triton kernel inside ONNX's reference evaluator: "
+                            "use it with --backend onnx-reference (the default then) and an ONNX artifact")
+    if ln != "plugin":
+        raise BadInputError("--plugin-impl kernel: the artifact has no plugin nodes for the kernel to run; "
+                            "export with --ln plugin")
+    return plugin_impl
+
+
+def _plugin_impl(ln: str, backend: str, plugin_impl: str = "onnx") -> str | None:
+    """What runs plugin nodes: TensorRT's registered plugin in an engine; lndeploy's Triton kernel under
+    the Triton interpreter with ``--plugin-impl kernel``; elsewhere the model-local function of standard
+    ONNX ops that lndeploy adds (lndeploy.plugin_spec), which ONNX Runtime and the reference evaluator
+    inline."""
     if ln != "plugin":
         return None
-    return "tensorrt" if backend == "tensorrt" else "onnx-function"
+    if backend == "tensorrt":
+        return "tensorrt"
+    return "kernel" if plugin_impl == "kernel" else "onnx-function"
 
 
 def _unstable_weights_note(model, spec, result) -> list[str]:

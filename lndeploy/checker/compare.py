@@ -10,13 +10,14 @@ from lndeploy.errors import BadInputError
 
 
 def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, on_sample=None,
-            given=None, record=None, **session_options):
+            budget=None, given=None, record=None, **session_options):
     """PyTorch against ``artifact`` on generated inputs: Polygraphy's ``Comparator`` runs both runners
     on each input set, ``lndeploy.parity`` compares (one set at a time, so ``samples`` may be large).
     ``tol``: a ``parity.Tolerance``. ``on_sample(actual, expected)``: sees every set's outputs (the
-    error histograms of ``--plots``). ``given``: ``(where, input sets)`` to run instead of generated
-    ones (``lndeploy.input_sets``); ``record(feed, pytorch_outputs)``: sees every set that ran with its
-    inputs (``--save-outputs``)."""
+    error histograms of ``--plots``). ``budget`` (a ``lndeploy.checker.budget.Budget``), when given,
+    replaces ``tol``, measured first on the same inputs if it is still pending. ``given``: ``(where,
+    input sets)`` to run instead of generated ones (``lndeploy.input_sets``); ``record(feed,
+    pytorch_outputs)``: sees every set that ran with its inputs (``--save-outputs``)."""
     from polygraphy.comparator import Comparator
 
     from lndeploy import parity
@@ -30,6 +31,10 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     output_names = session.output_names
     skipped = []
     runners = [artifact_runner(session, backend, pairing.names), TorchRunner(spec, output_names)]
+    if budget is not None:
+        if budget.pending:
+            budget.measure(spec, runnable_schedule(spec, samples, seed, pairing.pinned, [], given))
+        tol = budget.tolerance
 
     def run(feed):
         with _polygraphy_quiet(debug):
@@ -48,9 +53,11 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
         session.close()
     if not outcome.samples and outcome.error is None:
         raise BadInputError(f"PyTorch cannot run the model at any generated size: {skipped[0]['reason']}")
-    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider, atol=tol.atol,
+    # atol: the tolerance asked for; with a budget, the gate was budget.limit (>= atol), reported beside it
+    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider,
+                         atol=budget.atol if budget is not None else tol.atol,
                          rtol=tol.rtol, artifact=artifact, skipped=skipped, error=outcome.error,
-                         notes=pairing.notes + _nonfinite_notes(outcome.outputs))
+                         notes=pairing.notes + _nonfinite_notes(outcome.outputs) + (budget.notes if budget else []))
     result.samples = [{"sizes": s.sizes, "shapes": s.shapes, "passed": s.passed} for s in outcome.samples]
     result.outputs = outcome.outputs
     return result
@@ -68,8 +75,19 @@ def given_inputs(spec, inputs) -> tuple[str, object] | None:
         list(input_sets.schedule(sets, specs, f"--inputs {inputs}"))
         return f"--inputs {inputs}", sets
     if spec.sample_inputs is not None:
-        return f"{spec.source}: sample_inputs()", spec.given_input_sets()
+        return f"{spec.source}: sample_inputs()", _Replay(spec.given_input_sets)
     return None
+
+
+class _Replay:
+    """Input sets drawn afresh on each pass (the budget, the comparison and the layer replay each
+    take one): ``sample_inputs()`` is called again rather than its generator shared."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return iter(self.make())
 
 
 def _nonfinite_notes(outputs: dict) -> list[str]:
@@ -83,7 +101,8 @@ def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skippe
     """Generated (sizes, feed) pairs that PyTorch itself can run, drawn lazily; the others are appended
     to ``skipped`` with the reason (reported, not failed). ``pinned``: dynamic dims the artifact fixes,
     generated at that size only. ``given``: ``(where, sets)`` used as they are instead (the first
-    ``samples`` of them when that is set), checked against the same pinned signature."""
+    ``samples`` of them when that is set), checked against the same pinned signature; iterable
+    more than once (``given_inputs``)."""
     import itertools
 
     import torch

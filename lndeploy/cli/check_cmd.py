@@ -35,6 +35,12 @@ from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debu
                    "normalization (--layers, --layers norms) or every module (--layers all). A failed check "
                    "always compares the normalizations.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write PNGs of the error here (needs matplotlib).")
+@click.option("--budget", type=click.Choice(["auto", "fixed"]),
+              help="auto: pass within max(atol, 3 x PyTorch's own fp16/bf16 error on the same inputs); fixed: "
+                   "atol alone [default: auto for fp16/bf16 without --atol, else fixed].")
+@click.option("--plugin-impl", type=click.Choice(["onnx", "kernel"]),
+              help="What runs plugin nodes on the CPU: onnx (ONNX's LayerNormalization) or kernel (lndeploy's "
+                   "Triton kernel under the Triton interpreter; on --backend onnx-reference) [default: onnx].")
 @click.option("--config", type=click.Path(dir_okay=False),
               help="A TOML matrix (models x precisions x LN forms x backends) checked in one process; replaces MODEL (docs/ci.md).")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML: one test case per cell and output.")
@@ -47,7 +53,7 @@ from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debu
               help="Compare --onnx/--engine against a --save-outputs folder instead of PyTorch (no torch needed; no MODEL).")
 @click.pass_context
 def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, url,
-            model_name, layers, plots, config, junit, summary, inputs, save_outputs, golden):
+            model_name, layers, plots, budget, plugin_impl, config, junit, summary, inputs, save_outputs, golden):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -60,6 +66,8 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
       lndeploy check models/cnn.py --onnx cnn.onnx --atol 1e-5
       lndeploy check models/transformer.py --onnx t.onnx --plots plots --layers
       lndeploy check models/rnn.py --url http://127.0.0.1:8000 --model-name rnn
+      lndeploy check models/transformer.py --precision bf16 --backend onnx-reference --budget auto
+      lndeploy check models/transformer.py --ln plugin --plugin-impl kernel
       lndeploy check --config examples/zoo.toml --junit parity.xml --summary parity.md
       lndeploy check models/fnn.py --save-outputs golden/ && lndeploy check --golden golden/ --onnx fnn.onnx
     """
@@ -83,7 +91,7 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
         sys.exit(ci_outputs.finish(run, junit, summary, report, echo))
     if golden is not None:
         _refuse(given, "--golden", "inputs", "save_outputs", "ln", "precision", "opset", "url", "model_name",
-                "layers", "plots")
+                "layers", "plots", "budget", "plugin_impl")
     if golden is None and model is None:
         raise click.UsageError("give MODEL (or --config FILE.toml, or --golden DIR with --onnx/--engine)")
     if golden is not None and model is not None:
@@ -99,7 +107,7 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
             result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol,
                            samples=samples, report=report, ln=ln, precision=precision, opset=opset, seed=seed,
                            debug=debug_flag(ctx), url=url, model_name=model_name, layers=layers, plots=plots,
-                           inputs=inputs, save_outputs=save_outputs)
+                           budget=budget, plugin_impl=plugin_impl, inputs=inputs, save_outputs=save_outputs)
     except Exception as err:
         _write_single(model or golden, backend, junit, summary, echo, error=err, seconds=time.perf_counter() - start)
         raise
@@ -114,6 +122,8 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
             echo(line)
         if result.first_divergence:
             echo(f"  {describe(result.first_divergence)}")
+    if result.plugin_impl:
+        echo(f"  plugin nodes ran on: {result.plugin_impl}")
     for note in result.notes:
         echo(f"  note: {note}")
     for skip in result.skipped:
@@ -133,7 +143,7 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
 
 # options of one check that a --config file sets per model instead (--plots: one subfolder per cell)
 _PER_CHECK = ("model", "onnx_path", "engine", "backend", "atol", "rtol", "ln", "precision", "opset", "inputs",
-              "save_outputs", "golden", "url", "model_name", "layers")
+              "save_outputs", "golden", "url", "model_name", "layers", "budget", "plugin_impl")
 
 
 def _refuse(given: dict, mode: str, *names) -> None:
