@@ -202,7 +202,7 @@ def _run_cell(cell: Cell, entry, spec, artifacts: dict, debug: bool, progress, p
     start = time.perf_counter()
     atol, rtol = entry.tolerance(cell.precision)
     target = {"engine": artifacts["engine"]} if cell.backend == "tensorrt" else {"onnx": artifacts["onnx"]}
-    options = {"budget": entry.budget} if entry.budget else {}
+    options = {key: getattr(entry, key) for key in ("budget", "plugin_impl") if getattr(entry, key)}
     try:
         if isinstance(target.get("engine"), Exception):
             raise target["engine"]

@@ -8,7 +8,7 @@
     [[model]]
     path = "../models/lstm.py"      # relative to the config file
     atol = { fp16 = 0.06 }          # a number, or one per precision
-    # name, rtol, samples, seed, opset, inputs, budget; or onnx / engine: check that artifact instead
+    # name, rtol, samples, seed, opset, inputs, budget, plugin_impl; or onnx / engine: that artifact
 
 Read with the standard library's ``tomllib``; anything it does not know or cannot use is a
 ``BadInputError`` naming the file, the model and the key (exit 2), before any model is loaded.
@@ -25,7 +25,8 @@ from lndeploy.errors import BadInputError, UnavailableError
 PRECISIONS = ("fp32", "fp16", "bf16")
 LN_FORMS = ("native", "plugin")
 BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt")
-CELL_KEYS = ("precisions", "ln", "backends", "atol", "rtol", "samples", "seed", "opset", "inputs", "budget")
+CELL_KEYS = ("precisions", "ln", "backends", "atol", "rtol", "samples", "seed", "opset", "inputs", "budget",
+             "plugin_impl")
 MODEL_KEYS = ("path", "name", "onnx", "engine", *CELL_KEYS)
 DEFAULTS = {"precisions": ["fp32"], "ln": ["native"], "backends": ["onnxruntime"]}
 
@@ -47,7 +48,8 @@ class ModelEntry:
     inputs: str | None = None
     onnx: str | None = None
     engine: str | None = None
-    budget: str | None = None
+    budget: str | None = None  # None: check's default (auto for fp16/bf16 without atol)
+    plugin_impl: str | None = None
 
     def tolerance(self, precision: str | None) -> tuple[float | None, float | None]:
         """(atol, rtol) for a precision; None: the precision's default (SPEC section 4)."""
@@ -123,7 +125,9 @@ def _entry(raw: dict, defaults: dict, folder: Path, where: str) -> ModelEntry:
         if merged.get(key) is not None:
             setattr(entry, key, _resolve(_string(merged[key], key, where), folder))
     if merged.get("budget") is not None:
-        entry.budget = _budget(merged["budget"], where)
+        entry.budget = _choices(merged["budget"], ("fixed", "auto"), "budget", where)[0]
+    if merged.get("plugin_impl") is not None:
+        entry.plugin_impl = _choices(merged["plugin_impl"], ("onnx", "kernel"), "plugin_impl", where)[0]
     return entry
 
 
@@ -178,17 +182,4 @@ def _integer(value, key: str, where: str, low: int):
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise BadInputError(f"{where}: key {key!r} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _budget(value, where: str) -> str:
-    """``fixed`` is today's gate; ``auto`` only where this lndeploy's check takes a budget."""
-    import inspect
-
-    from lndeploy.checker import check
-
-    if value not in ("fixed", "auto"):
-        raise BadInputError(f"{where}: key 'budget' must be 'fixed' or 'auto', got {value!r}")
-    if value != "fixed" and "budget" not in inspect.signature(check).parameters:
-        raise BadInputError(f"{where}: key 'budget' = {value!r} needs check --budget, which this lndeploy lacks")
     return value

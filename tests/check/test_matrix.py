@@ -85,6 +85,7 @@ def test_one_perturbed_artifact_fails_exactly_its_case(run_cli, tmp_path, zoo_ex
     ('[[model]]\npath = "m.py"\nprecision = ["fp16"]\n', "model[0] (m): unknown key 'precision'"),
     ('[[model]]\npath = "m.py"\nprecisions = ["fp8"]\n', "key 'precisions' must be a list of fp32|fp16|bf16"),
     ('[[model]]\npath = "m.py"\natol = { fp64 = 1 }\n', "key 'atol' must be a number"),
+    ('[[model]]\npath = "m.py"\nbudget = "loose"\n', "key 'budget' must be a list of fixed|auto"),
     ('[[model]]\npath = "m.py"\nonnx = "m.onnx"\nln = ["plugin"]\n', "key 'ln' contradicts key 'onnx'"),
     ('[[model]]\nname = "x"\n', "key 'path' (the model file) is required"),
     ('[[model]]\npath = "a/m.py"\n[[model]]\npath = "b/m.py"\n', "two models are named 'm'"),
@@ -111,9 +112,11 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
     (tmp_path / "sub").mkdir()
     entries = matrix_config.load(_config(tmp_path, '[defaults]\nprecisions = ["fp32", "fp16"]\n\n'
                                                    '[[model]]\npath = "sub/m.py:factory"\ninputs = "data.npz"\n'
-                                                   'atol = { fp16 = 0.05 }\n\n[[model]]\npath = "pkg.module"\n'))
+                                                   'atol = { fp16 = 0.05 }\nbudget = "fixed"\n'
+                                                   'plugin_impl = "kernel"\n\n[[model]]\npath = "pkg.module"\n'))
     assert entries[0].path == f"{tmp_path}/sub/m.py:factory" and entries[0].inputs == f"{tmp_path}/data.npz"
     assert entries[0].tolerance("fp16") == (0.05, None) and entries[0].tolerance("fp32") == (None, None)
+    assert (entries[0].budget, entries[0].plugin_impl, entries[1].budget) == ("fixed", "kernel", None)
     assert entries[1].path == "pkg.module" and entries[1].precisions == ["fp32", "fp16"]
 
 
