@@ -72,6 +72,7 @@ def save(folder, recorder: Recorder, result, *, model: str, seed: int, input_sou
         write_json_atomic(staging / MANIFEST, {
             "schema": SCHEMA, "model": model, "seed": seed, "inputs_from": input_source,
             "precision": result.precision, "ln": result.ln, "reference": "pytorch (eager, fp32, CPU)",
+            "budget": result.budget or None,
             "versions": versions(), "input_names": list(first[0]), "output_names": list(first[1]),
             "samples": entries})
         _replace_folder(staging, folder)
@@ -144,7 +145,11 @@ def _compare(folder: Path, artifact: str, backend: str, atol, rtol, samples):
         raise BadInputError(f"artifact not found: {artifact}")
     form = artifact_form(artifact)
     precision = form.get("precision") or manifest.get("precision") or "fp32"
-    tol = parity.tolerance(precision, atol=atol, rtol=rtol)
+    asked = parity.tolerance(precision, atol=atol, rtol=rtol)
+    budget = manifest.get("budget") or {}
+    saved_budget = atol is None and budget.get("mode") == "auto" and manifest.get("precision") == precision
+    # the auto limit needs PyTorch's own reduced-precision error: the saving check measured it
+    tol = parity.Tolerance(budget["limit"], asked.rtol) if saved_budget else asked
     expected_now = {}
 
     def sets():
@@ -165,7 +170,8 @@ def _compare(folder: Path, artifact: str, backend: str, atol, rtol, samples):
 
         outcome = parity.run_parity(sets(), run, tol, names=manifest["output_names"])
         provider = session.provider
-    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider, atol=tol.atol, rtol=tol.rtol,
+    result = CheckResult(passed=outcome.passed, backend=backend, provider=provider, atol=asked.atol, rtol=tol.rtol,
+                         budget=budget if saved_budget else {},
                          artifact=artifact, error=outcome.error, precision=precision, ln=form.get("ln") or "native",
                          sha256=sha256(artifact),
                          notes=[f"reference: golden outputs in {folder} saved from {manifest.get('model')}"])

@@ -121,3 +121,24 @@ def test_sample_inputs_that_raise_are_a_model_fault(run_cli, tmp_path, zoo_expor
     result = run_cli("check", model, "--onnx", zoo_export("fnn").path)
     assert result.code == 2 and result.err.count("\n") == 1
     assert "sample_inputs() raised RuntimeError: dataset gone" in result.err
+
+
+def test_golden_check_of_an_fp16_model_gates_at_the_saved_auto_budget(run_cli, tmp_path):
+    """The zoo LSTM misses a fixed 1e-2 in fp16 by fp16 itself; the saving check's auto limit (which
+    needs PyTorch's own fp16 error) is saved with the outputs and gates the golden check too."""
+    from lndeploy.pipeline import export
+
+    lstm = str(REPO / "models" / "lstm.py")
+    onnx_path = export(lstm, tmp_path / "lstm16.onnx", precision="fp16", atol=0.2).path
+    saved = run_cli("check", lstm, "--onnx", onnx_path, "--save-outputs", tmp_path / "golden")
+    assert saved.code == 0, saved.out + saved.err
+    manifest = json.loads((tmp_path / "golden" / "manifest.json").read_text())
+    assert manifest["budget"]["mode"] == "auto" and manifest["budget"]["limit"] > 0.055
+    report = tmp_path / "g.json"
+    result = run_cli("check", "--golden", tmp_path / "golden", "--onnx", onnx_path, "--report", report)
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report.read_text())
+    assert data["budget"]["limit"] == manifest["budget"]["limit"] and data["tolerance"]["atol"] == 0.01
+    assert 1e-2 < max(o["max_abs"] for o in data["outputs"].values()) <= data["budget"]["limit"]
+    fixed = run_cli("check", "--golden", tmp_path / "golden", "--onnx", onnx_path, "--atol", "0.01")
+    assert fixed.code == 1
