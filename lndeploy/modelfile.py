@@ -1,4 +1,5 @@
-"""Load a model file (README 'The model file'): ``build()``, ``example_inputs()``, optional ``dynamic_axes()``.
+"""Load a model file (README 'The model file'): ``build()``, ``example_inputs()``, optional ``dynamic_axes()``
+and ``sample_inputs()`` (real input sets for ``check``, used instead of generated ones).
 
 ``MODEL`` is a path to a ``.py`` file, an importable module name, or ``FILE_OR_MODULE:FACTORY``.
 Loading a model file executes its code; nothing is loaded implicitly.
@@ -32,6 +33,18 @@ class ModelSpec:
     dynamic_axes: dict  # name -> {dim index: dim name}
     source: str
     as_kwargs: bool = False  # example_inputs() was a dict: forward takes the inputs by keyword
+    sample_inputs: object = None  # the model file's optional sample_inputs(): yields input sets
+
+    def given_input_sets(self):
+        """The sets ``sample_inputs()`` yields (dicts name -> tensor or array), drawn lazily; what the
+        function raises, also mid-way, is a model fault (exit 2)."""
+        try:
+            for given in self.sample_inputs():
+                yield given
+        except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C; the consumer closing the generator
+            raise
+        except BaseException as err:
+            raise _fault(f"{self.source}: sample_inputs()", err) from err
 
     @property
     def input_names(self) -> list[str]:
@@ -134,7 +147,8 @@ def load(ref: str) -> ModelSpec:
         axes = validate_dynamic_axes(default_axes(inputs), inputs, f"{target} (no dynamic_axes(): dim 0 of "
                                                                      f"every input is 'batch'; define "
                                                                      f"dynamic_axes() to say which are)")
-    return ModelSpec(model, inputs, axes, source=ref, as_kwargs=isinstance(examples, dict))
+    samples = _callable(module, "sample_inputs", target, required=False)
+    return ModelSpec(model, inputs, axes, source=ref, as_kwargs=isinstance(examples, dict), sample_inputs=samples)
 
 
 def from_module(module, example_inputs, dynamic_axes=None, source: str = "<module>") -> ModelSpec:

@@ -107,7 +107,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
           precision: str | None = None, opset: int | None = None, seed: int = 0, debug: bool = False,
           example_inputs=None, dynamic_axes=None, url: str | None = None, model_name: str | None = None,
           layers: str | None = None, plots=None, budget: str | None = None,
-          plugin_impl: str | None = None) -> CheckResult:
+          plugin_impl: str | None = None, inputs=None, save_outputs=None) -> CheckResult:
     """Compare ``model`` with its deployed artifact on generated inputs.
 
     ``model``: a model-file reference, a ``ModelSpec``, or a ``torch.nn.Module`` with
@@ -123,8 +123,11 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     fp16/bf16 without ``atol``: the gate is ``max(atol, k x PyTorch's own error in that precision)``,
     ``lndeploy.checker.budget``) or ``fixed`` (the tolerance alone). ``plugin_impl``: ``onnx`` (default:
     plugin nodes run as ONNX's LayerNormalization) or ``kernel`` (lndeploy's Triton kernel under the
-    Triton interpreter, on the onnx-reference backend). Returns a ``CheckResult``; the
-    caller decides what a failure means (the CLI exits 1).
+    Triton interpreter, on the onnx-reference backend). ``inputs``: a .npz/.npy file or folder of input
+    sets to use instead of generated ones (``lndeploy.input_sets``; else the model file's
+    ``sample_inputs()`` when it has one); ``save_outputs``: a folder to write PyTorch's outputs and the
+    inputs used to (``lndeploy.checker.golden``). Returns a ``CheckResult``; the caller decides what a
+    failure means (the CLI exits 1).
     """
     from lndeploy.checker import report as reports
     from lndeploy.errors import LndeployError
@@ -142,13 +145,18 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
         from lndeploy.outpaths import model_file, prepare_outputs
 
         prepare_outputs({"--report": report}, {"MODEL": model_file(model), "--onnx": onnx, "--engine": engine,
-                                               "the engine's sidecar": f"{engine}.json" if engine else None})
+                                               "the engine's sidecar": f"{engine}.json" if engine else None,
+                                               "--inputs": inputs})
     if layers not in (None, "norms", "all"):
         raise BadInputError(f"--layers must be norms or all, got {layers!r}")
     if plots is not None:
         from lndeploy.checker.plots import check_folder
 
         check_folder(plots)
+    if save_outputs is not None:
+        from lndeploy.checker.golden import check_target
+
+        check_target(save_outputs, inputs)
     if model_name is not None and url is None:
         raise BadInputError("--model-name names a model on a server: give the server's --url too")
     served = f"{url} model {model_name}" if url else None
@@ -157,7 +165,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     try:
         result = _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug,
                         example_inputs, dynamic_axes, context, url, model_name, layers, plots, budget,
-                        plugin_impl)
+                        plugin_impl, inputs, save_outputs)
     except LndeployError as err:
         if report is not None:
             reports.write(report, reports.failure(err, model=model, seed=seed, **context))
@@ -169,13 +177,16 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
 
 def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, opset, seed, debug, example_inputs,
            dynamic_axes, context: dict, url=None, model_name=None, layers=None, plots=None, budget_mode=None,
-           plugin_impl=None) -> CheckResult:
+           plugin_impl=None, inputs=None, save_outputs=None) -> CheckResult:
     from lndeploy import modelfile, parity
     from lndeploy.checker import budget as budgets
+    from lndeploy.checker import golden
     from lndeploy.checker import report as reports
-    from lndeploy.checker.compare import compare, runnable_schedule
+    from lndeploy.checker.compare import compare, given_inputs, runnable_schedule
 
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
+    given = given_inputs(spec, inputs)  # None: generated
+    recorder = golden.Recorder() if save_outputs is not None else None
     artifact = onnx or engine
     if artifact is not None:
         if not Path(artifact).is_file():
@@ -197,12 +208,13 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     on_sample = histograms.add if histograms else None
     if url is not None:  # a served model: the server runs it, the backend is its KServe v2 client
         result = compare(spec, url, "kserve", tol, samples, seed, debug, model_name=model_name, on_sample=on_sample,
-                         budget=gate)
+                         budget=gate, given=given, record=recorder)
         result.artifact, result.precision, result.ln = context["artifact"]["path"], precision, ln
         result.budget = gate.to_dict()
         if not result.passed or layers:
             result.notes.append("layers: not compared for a served model (its intermediate tensors stay on the "
                                 "server); run check --layers on the ONNX file it serves")
+        _given_and_saved(result, given, recorder, save_outputs, model, seed)
         return _with_plots(result, plots, histograms)
     export_notes = []
     with tempfile.TemporaryDirectory(prefix="lndeploy-check-") as tmp:
@@ -210,17 +222,17 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
             from lndeploy.pipeline import export
 
             if gate.pending:  # the export keeps every dynamic dim: the inputs compare() will draw
-                gate.measure(spec, runnable_schedule(spec, samples, seed, {}, []))
+                gate.measure(spec, runnable_schedule(spec, samples, seed, {}, [], given))
             artifact = os.path.join(tmp, "model.onnx")
             export_notes = export(spec, artifact, ln=ln, precision=precision, opset=opset, debug=debug,
                                   atol=gate.limit, rtol=tol.rtol).notes
         digest = reports.sha256(artifact)
         context["artifact"]["sha256"] = digest
         result = compare(spec, str(artifact), backend, tol, samples, seed, debug, on_sample=on_sample, budget=gate,
-                         plugin_impl=plugin_impl)
+                         plugin_impl=plugin_impl, given=given, record=recorder)
         if not result.passed or layers:  # layers are judged against the same gate as the outputs
             _localise(spec, str(artifact), backend, gate.tolerance, result, layers or "norms", samples, seed, debug,
-                      {"plugin_impl": plugin_impl} if plugin_impl else {})
+                      {"plugin_impl": plugin_impl} if plugin_impl else {}, given)
     result.notes[:0] = export_notes
     if onnx is not None or engine is not None:
         result.notes += _unstable_weights_note(model, spec, result)
@@ -228,7 +240,20 @@ def _check(model, onnx, engine, backend, atol, rtol, samples, ln, precision, ops
     result.precision, result.ln, result.sha256 = precision, ln, digest
     result.plugin_impl = _plugin_impl(ln, backend, plugin_impl)
     result.budget = gate.to_dict()
+    _given_and_saved(result, given, recorder, save_outputs, model, seed)
     return _with_plots(result, plots, histograms)
+
+
+def _given_and_saved(result: CheckResult, given, recorder, save_outputs, model, seed: int) -> None:
+    """Say which inputs were given; write the golden folder (``--save-outputs``)."""
+    from lndeploy.checker import golden
+    from lndeploy.checker import report as reports
+
+    if given:
+        result.notes.append(f"inputs as given: {given[0]} ({len(result.samples)} sets)")
+    if recorder is not None:
+        golden.save(save_outputs, recorder, result, model=reports.model_reference(model), seed=seed,
+                    input_source=given[0] if given else "generated")
 
 
 def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
@@ -239,14 +264,15 @@ def _with_plots(result: CheckResult, plots, histograms) -> CheckResult:
     return result
 
 
-def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, session_options: dict) -> None:
+def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, session_options: dict,
+              given=None) -> None:
     """Which layer diverges (``lndeploy.checker.layers``). A failure here is a note: it must not hide
     the verdict of the comparison that already ran."""
     from lndeploy.checker.layers import localise
 
     try:
         localise(spec, artifact, backend, tol, result, mode=mode, samples=samples, seed=seed,
-                 session_options=session_options)
+                 session_options=session_options, given=given)
     except Exception as err:
         if debug:
             raise

@@ -10,12 +10,14 @@ from lndeploy.errors import BadInputError
 
 
 def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, on_sample=None,
-            budget=None, **session_options):
+            budget=None, given=None, record=None, **session_options):
     """PyTorch against ``artifact`` on generated inputs: Polygraphy's ``Comparator`` runs both runners
     on each input set, ``lndeploy.parity`` compares (one set at a time, so ``samples`` may be large).
     ``tol``: a ``parity.Tolerance``. ``on_sample(actual, expected)``: sees every set's outputs (the
     error histograms of ``--plots``). ``budget`` (a ``lndeploy.checker.budget.Budget``), when given,
-    replaces ``tol``, measured first on the same inputs if it is still pending."""
+    replaces ``tol``, measured first on the same inputs if it is still pending. ``given``: ``(where,
+    input sets)`` to run instead of generated ones (``lndeploy.input_sets``); ``record(feed,
+    pytorch_outputs)``: sees every set that ran with its inputs (``--save-outputs``)."""
     from polygraphy.comparator import Comparator
 
     from lndeploy import parity
@@ -31,7 +33,7 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     runners = [artifact_runner(session, backend, pairing.names), TorchRunner(spec, output_names)]
     if budget is not None:
         if budget.pending:
-            budget.measure(spec, runnable_schedule(spec, samples, seed, pairing.pinned, []))
+            budget.measure(spec, runnable_schedule(spec, samples, seed, pairing.pinned, [], given))
         tol = budget.tolerance
 
     def run(feed):
@@ -40,10 +42,12 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
         ours, theirs = dict(ours.items()), dict(theirs.items())
         if on_sample is not None:
             on_sample(ours, theirs)
+        if record is not None:
+            record(feed, theirs)
         return ours, theirs
 
     try:
-        outcome = parity.run_parity(runnable_schedule(spec, samples, seed, pairing.pinned, skipped), run, tol,
+        outcome = parity.run_parity(runnable_schedule(spec, samples, seed, pairing.pinned, skipped, given), run, tol,
                                     names=output_names)
     finally:
         session.close()
@@ -59,6 +63,33 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     return result
 
 
+def given_inputs(spec, inputs) -> tuple[str, object] | None:
+    """``(where, input sets)`` to check on instead of generated ones: the ``inputs`` file or folder
+    (read and checked against the signature now, before any export), else the model file's
+    ``sample_inputs()`` (drawn lazily); None: generated inputs."""
+    from lndeploy import input_sets
+
+    if inputs is not None:
+        sets = input_sets.load(inputs)
+        specs = gen.specs_from_examples(spec.inputs, spec.dynamic_axes)
+        list(input_sets.schedule(sets, specs, f"--inputs {inputs}"))
+        return f"--inputs {inputs}", sets
+    if spec.sample_inputs is not None:
+        return f"{spec.source}: sample_inputs()", _Replay(spec.given_input_sets)
+    return None
+
+
+class _Replay:
+    """Input sets drawn afresh on each pass (the budget, the comparison and the layer replay each
+    take one): ``sample_inputs()`` is called again rather than its generator shared."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return iter(self.make())
+
+
 def _nonfinite_notes(outputs: dict) -> list[str]:
     """NaN or inf where PyTorch has the same value is parity (lndeploy.parity's rule): said, not hidden."""
     return [f"output {name!r}: {entry['matched_nonfinite']} elements are NaN/inf in PyTorch itself and equal in "
@@ -66,23 +97,36 @@ def _nonfinite_notes(outputs: dict) -> list[str]:
             for name, entry in outputs.items() if entry["matched_nonfinite"]]
 
 
-def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list):
+def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skipped: list, given=None):
     """Generated (sizes, feed) pairs that PyTorch itself can run, drawn lazily; the others are appended
     to ``skipped`` with the reason (reported, not failed). ``pinned``: dynamic dims the artifact fixes,
-    generated at that size only."""
+    generated at that size only. ``given``: ``(where, sets)`` used as they are instead (the first
+    ``samples`` of them when that is set), checked against the same pinned signature; iterable
+    more than once (``given_inputs``)."""
+    import itertools
+
     import torch
 
+    from lndeploy import input_sets
     from lndeploy.modelfile import ModelFaultError
 
     specs = gen.pin(gen.specs_from_examples(spec.inputs, spec.dynamic_axes), pinned)
-    for sizes, feed in gen.schedule(specs, samples, seed):
+    if given is None:
+        source = gen.schedule(specs, samples, seed)
+    else:
+        source = itertools.islice(input_sets.schedule(given[1], specs, given[0]), samples)
+    for sizes, feed in source:
         try:
             with torch.inference_mode():
                 spec.call({k: torch.from_numpy(v) for k, v in feed.items()})
         except ModelFaultError:  # sys.exit in forward(): no size explains it
             raise
         except Exception as err:  # the model itself does not support these sizes
-            skipped.append({"sizes": sizes, "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            if given is not None:  # a given set is used as given, or not at all
+                raise BadInputError(f"{given[0]}: PyTorch itself fails on the input set at sizes {sizes}: "
+                                    f"{reason}") from err
+            skipped.append({"sizes": sizes, "reason": reason})
             continue
         yield sizes, feed
 

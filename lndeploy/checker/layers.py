@@ -27,10 +27,11 @@ _NORM_CLASS = re.compile(r"(layer|rms)_?norm", re.IGNORECASE)
 
 
 def localise(spec, artifact: str, backend: str, tol, result, *, mode: str = "norms", samples=None,
-             seed: int = 0, session_options: dict | None = None) -> None:
+             seed: int = 0, session_options: dict | None = None, given=None) -> None:
     """Fill ``result.first_divergence``, ``result.layers`` and notes (a ``CheckResult`` whose outputs
     were compared). ``mode``: ``norms`` or ``all``. ``session_options``: as the check's own session
-    (``plugin_impl``), so the layers run on what the outputs ran on."""
+    (``plugin_impl``), so the layers run on what the outputs ran on. ``given``: the given input sets
+    the check ran on (``compare.given_inputs``), so the worst sample is replayed from them."""
     if backend == "tensorrt":
         result.notes.append("layers: not compared for an engine (TensorRT does not hand out its intermediate "
                             "tensors here); run check --layers on the ONNX file the engine was built from")
@@ -50,7 +51,7 @@ def localise(spec, artifact: str, backend: str, tol, result, *, mode: str = "nor
                             + ("" if mode == "all" else "; --layers all compares every module"))
         return
     sizes, onnx_values, calls = _run_both(spec, model, sites, types, backend, index, samples, seed,
-                                         session_options or {})
+                                          session_options or {}, given)
     pairs, notes = pair(sites, calls, onnx_values)
     for site, _ in pairs:
         site.source = site.source or calls["sources"].get(site.module)
@@ -89,7 +90,7 @@ def is_norm_module(module) -> bool:
     return isinstance(module, norms) or bool(_NORM_CLASS.search(type(module).__name__))
 
 
-def _run_both(spec, model, sites, types, backend, index, samples, seed, session_options: dict):
+def _run_both(spec, model, sites, types, backend, index, samples, seed, session_options: dict, given=None):
     """One input set through the instrumented graph and through PyTorch with hooks."""
     from lndeploy.checker.compare import runnable_schedule
     from lndeploy.checker.signature import pair_inputs
@@ -98,7 +99,7 @@ def _run_both(spec, model, sites, types, backend, index, samples, seed, session_
     instrumented, tapped = taps.instrument(model, sites, types)
     with Session(instrumented, backend=backend, **session_options) as session:
         pairing = pair_inputs(spec, session.inputs)
-        schedule = runnable_schedule(spec, samples, seed, pairing.pinned, [])
+        schedule = runnable_schedule(spec, samples, seed, pairing.pinned, [], given)
         sizes, feed = next(itertools.islice(schedule, index, None))
         renamed = {pairing.names.get(k, k): v for k, v in feed.items()}
         values = session.run({k: v for k, v in renamed.items() if k in session.input_names})

@@ -11,7 +11,7 @@ from lndeploy.plugin_spec import MIN_OPSET
 
 
 @click.command("check")
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to check.")
 @click.option("--engine", type=click.Path(dir_okay=False), help="A TensorRT engine to check.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "onnx-reference", "tensorrt"]),
@@ -43,9 +43,19 @@ from lndeploy.plugin_spec import MIN_OPSET
 @click.option("--plugin-impl", type=click.Choice(["onnx", "kernel"]),
               help="What runs plugin nodes on the CPU: onnx (ONNX's LayerNormalization) or kernel (lndeploy's "
                    "Triton kernel under the Triton interpreter; on --backend onnx-reference) [default: onnx].")
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="A TOML matrix (models x precisions x LN forms x backends) checked in one process; replaces MODEL (docs/ci.md).")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML: one test case per cell and output.")
+@click.option("--summary", type=click.Path(dir_okay=False),
+              help="Write a Markdown table of the cells (also appended to $GITHUB_STEP_SUMMARY when set).")
+@click.option("--inputs", type=click.Path(), help="Input sets to use as given: FILE.npz, FILE.npy (one input) or a folder of them.")
+@click.option("--save-outputs", type=click.Path(file_okay=False),
+              help="Write PyTorch's outputs and the inputs used to this folder (for --golden).")
+@click.option("--golden", type=click.Path(file_okay=False),
+              help="Compare --onnx/--engine against a --save-outputs folder instead of PyTorch (no torch needed; no MODEL).")
 @click.pass_context
 def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, report, ln, precision, opset, url,
-            model_name, layers, plots, budget, plugin_impl):
+            model_name, layers, plots, budget, plugin_impl, config, junit, summary, inputs, save_outputs, golden):
     """Run MODEL in PyTorch and its deployed artifact on the same generated inputs; compare every output.
 
     Without --onnx or --engine, MODEL is exported first (with --ln, --precision, --opset). Inputs vary
@@ -60,14 +70,49 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
       lndeploy check models/rnn.py --url http://127.0.0.1:8000 --model-name rnn
       lndeploy check models/transformer.py --precision bf16 --backend onnx-reference --budget auto
       lndeploy check models/transformer.py --ln plugin --plugin-impl kernel
+      lndeploy check --config examples/zoo.toml --junit parity.xml --summary parity.md
+      lndeploy check models/fnn.py --save-outputs golden/ && lndeploy check --golden golden/ --onnx fnn.onnx
     """
-    from lndeploy.checker import check
+    import time
+
+    from lndeploy.checker import check, ci_outputs
 
     echo = (lambda line: click.echo(line, err=True)) if report == "-" else click.echo
-    result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol, samples=samples,
-                   report=report, ln=ln, precision=precision, opset=opset, seed=seed, debug=debug_flag(ctx),
-                   url=url, model_name=model_name, layers=layers, plots=plots, budget=budget,
-                   plugin_impl=plugin_impl)
+    from lndeploy.outpaths import model_file, prepare_outputs
+
+    prepare_outputs({"--report": report, "--junit": junit, "--summary": summary},
+                    {"MODEL": model_file(model) if model else None, "--config": config, "--inputs": inputs,
+                     "--golden": golden, "--onnx": onnx_path, "--engine": engine})
+    given = {k: v for k, v in locals().items() if v is not None and k in (*_PER_CHECK, "plots")}
+    if config is not None:
+        from lndeploy.checker import matrix
+
+        _refuse(given, "--config (the config file sets it per model; docs/ci.md)", *_PER_CHECK)
+        run = matrix.run(config, samples=samples, seed=seed, debug=debug_flag(ctx), plots=plots,
+                         progress=lambda cell: echo(ci_outputs.progress_line(cell)))
+        sys.exit(ci_outputs.finish(run, junit, summary, report, echo))
+    if golden is not None:
+        _refuse(given, "--golden", "inputs", "save_outputs", "ln", "precision", "opset", "url", "model_name",
+                "layers", "plots", "budget", "plugin_impl")
+    if golden is None and model is None:
+        raise click.UsageError("give MODEL (or --config FILE.toml, or --golden DIR with --onnx/--engine)")
+    if golden is not None and model is not None:
+        raise click.UsageError("--golden compares against saved outputs: drop MODEL (torch is not used)")
+    start = time.perf_counter()
+    try:
+        if golden is not None:
+            from lndeploy.checker import golden as goldens
+
+            result = goldens.check(golden, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol,
+                                   samples=samples, report=report)
+        else:
+            result = check(model, onnx=onnx_path, engine=engine, backend=backend, atol=atol, rtol=rtol,
+                           samples=samples, report=report, ln=ln, precision=precision, opset=opset, seed=seed,
+                           debug=debug_flag(ctx), url=url, model_name=model_name, layers=layers, plots=plots,
+                           budget=budget, plugin_impl=plugin_impl, inputs=inputs, save_outputs=save_outputs)
+    except Exception as err:
+        _write_single(model or golden, backend, junit, summary, echo, error=err, seconds=time.perf_counter() - start)
+        raise
     for name, stats in result.outputs.items():
         echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
              f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']} "
@@ -90,8 +135,35 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
         echo(f"wrote {path}")
     if report and report != "-":
         echo(f"wrote {report}")
+    if save_outputs:
+        echo(f"wrote {save_outputs}")
+    _write_single(model or golden, result.backend, junit, summary, echo, result=result,
+                  seconds=time.perf_counter() - start)
     if not result.passed:
         sys.exit(1)
+
+
+# options of one check that a --config file sets per model instead (--plots: one subfolder per cell)
+_PER_CHECK = ("model", "onnx_path", "engine", "backend", "atol", "rtol", "ln", "precision", "opset", "inputs",
+              "save_outputs", "golden", "url", "model_name", "layers", "budget", "plugin_impl")
+
+
+def _refuse(given: dict, mode: str, *names) -> None:
+    for name in names:
+        if name in given:
+            option = "MODEL" if name == "model" else "--" + name.replace("_path", "").replace("_", "-")
+            raise click.UsageError(f"{option} does not go with {mode}")
+
+
+def _write_single(model, backend, junit, summary, echo, result=None, error=None, seconds=0.0) -> None:
+    """--junit/--summary of a single check: a one-cell run."""
+    if junit is not None or summary is not None:
+        from lndeploy.checker import ci_outputs, matrix
+
+        for line in ci_outputs.write_all(matrix.single(model, backend or "onnxruntime", result, error, seconds),
+                                         junit, summary):
+            echo(line)
+
 
 
 def _worst(stats: dict) -> str:

@@ -25,7 +25,7 @@ class ExportResult:
 
 def export(model, output=None, *, ln: str = "native", precision: str = "fp32", opset: int = DEFAULT_OPSET,
            verify: bool = True, debug: bool = False, example_inputs=None, dynamic_axes=None,
-           atol: float | None = None, rtol: float | None = None, open_runner=None) -> ExportResult:
+           atol: float | None = None, rtol: float | None = None, open_runner=None, traced=None) -> ExportResult:
     """Export ``model`` to ONNX: a model-file reference, a loaded ``ModelSpec``, or a
     ``torch.nn.Module`` with ``example_inputs`` (and optional ``dynamic_axes``, as in a model file).
 
@@ -34,10 +34,13 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     The model is verified (checker, dynamic dims, a runtime vs PyTorch at two sizes, gated at ``atol``
     and ``rtol`` or the precision's tolerance) before ``output`` is written, atomically.
     ``open_runner(model, precision) -> Runner`` runs the verification: the exporter imports no backend,
-    so ``lndeploy.export`` (``lndeploy.pipeline``) passes ONNX Runtime in.
+    so ``lndeploy.export`` (``lndeploy.pipeline``) passes ONNX Runtime in. ``traced``: what ``trace``
+    returned for this model and opset, reused (copied) instead of running torch's exporter again: the
+    LN form and the precision are graph passes over the same trace (``check --config`` exports each
+    model once for all its variants).
     """
     from lndeploy import modelfile
-    from lndeploy.exporter import dims, torch_export
+    from lndeploy.exporter import dims
     from lndeploy.exporter import verify as verification
 
     if ln not in LN_MODES:
@@ -57,7 +60,13 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
 
         prepare_outputs({"-o": output}, {"MODEL": model_file(model)})
     spec = modelfile.resolve(model, example_inputs, dynamic_axes)
-    onnx_model = torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
+    if traced is None:
+        onnx_model = trace(spec, opset, debug)
+    else:
+        import onnx
+
+        onnx_model = onnx.ModelProto()
+        onnx_model.CopyFrom(traced)  # the passes below rewrite it in place
     result = ExportResult(onnx_model, None, ln, precision, opset)
     result.notes += dims.name_output_dims(onnx_model, spec, verification.second_sizes(spec))
     result.notes += _no_layer_norm_notes(onnx_model, ln)
@@ -106,6 +115,14 @@ def _plan_precision(model, precision: str):
     except ImportError as err:
         raise UnavailableError(f"--precision {precision} is not available in this build ({err})") from err
     return plan_precision(model, precision)
+
+
+def trace(spec, opset: int = DEFAULT_OPSET, debug: bool = False):
+    """torch's exporter on a loaded ``ModelSpec``: the ``onnx.ModelProto`` every LN form and precision
+    of ``export`` starts from."""
+    from lndeploy.exporter import torch_export
+
+    return torch_export.run_exporter(spec, opset, debug=debug, custom_translation_table=_translations())
 
 
 def _translations():
