@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 from lndeploy.inputs import InputSpec
 
 ONLY_INPUT = ""  # the key of a bare .npy: the one input of a one-input model
@@ -50,14 +50,14 @@ def _read_npz(path: Path) -> dict:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except (OSError, ValueError) as err:
-        raise BadInputError(f"--inputs {path}: not a readable .npz of numeric arrays ({_first_line(err)})") from err
+        raise BadInputError(f"--inputs {path}: not a readable .npz of numeric arrays ({first_line(err)})") from err
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise BadInputError(f"--inputs {path}: not a readable .npy numeric array ({_first_line(err)})") from err
+        raise BadInputError(f"--inputs {path}: not a readable .npy numeric array ({first_line(err)})") from err
 
 
 def schedule(sets: Iterable[dict], specs: list[InputSpec], where: str) -> Iterator[tuple[dict, dict]]:
@@ -114,8 +114,3 @@ def _check_array(array: np.ndarray, spec: InputSpec, sizes: dict, where: str) ->
         elif sizes.setdefault(dim, int(size)) != size:
             raise BadInputError(f"{label} has dim {index} ({dim!r}) = {size}, another input of the set has "
                                 f"{sizes[dim]}")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

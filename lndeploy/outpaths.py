@@ -1,4 +1,4 @@
-"""No output of a command may be one of its inputs or another of its outputs (SPEC section 2).
+"""No output of a command may be one of its inputs or another of its outputs (README "Exit codes").
 
 Every path is compared resolved, symlinks followed, and by inode where both exist (a hard link is the
 same file under another name). Called first thing by every entry point that writes files, so a clash

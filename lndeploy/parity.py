@@ -41,7 +41,7 @@ class Tolerance:
 
 
 # The one tolerance table: precision -> what is compared against -> Tolerance.
-# "pytorch": an artifact against the PyTorch original (SPEC section 4: max abs on every element; fp16/bf16
+# "pytorch": an artifact against the PyTorch original (README "How check decides": max abs on every element; fp16/bf16
 #   plans compute LN statistics in fp32). "rewrite": a graph rewritten by lndeploy or ONNX Runtime against
 #   the graph it came from, same precision and same runtime, so much tighter, and relative to the output's
 #   magnitude (a correct rewrite of a model whose outputs are in the hundreds moves them by ~1e-5).
@@ -205,6 +205,15 @@ class ParityResult:
 
 def _nan_high(value) -> float:
     return float("inf") if value is None or value != value else value
+
+
+def rtol_hint(stats: dict, rtol: float | None) -> str:
+    """Outputs in the hundreds fail a fixed atol on rounding alone: when a failure's relative error is
+    small and no rtol was given, the line that reports it says that ``--rtol`` exists."""
+    max_rel = stats.get("max_rel")
+    if rtol is None and max_rel is not None and max_rel == max_rel and max_rel <= 1e-3:
+        return f"; max rel {max_rel:.2g}: for large outputs, --rtol also passes elements within a relative error"
+    return ""
 
 
 def _merge(outputs: dict, name: str, stats: OutputStats, index: int) -> None:

@@ -21,11 +21,29 @@ def verification_runner(model, precision: str = "fp32"):
     return OrtSession(model, providers=["CPUExecutionProvider"])
 
 
+def graph_passes(model, ln: str, precision: str):
+    """The passes an export's LN form and precision ask for: ``(model, notes)``. The plugin rewrite
+    first (its nodes then get their fp32 islands like LayerNormalization's), then the precision plan."""
+    notes = []
+    if ln == "plugin":
+        from lndeploy.passes import ln_to_plugin
+
+        model, report = ln_to_plugin.rewrite(model)
+        notes += [f"LayerNormalization {name} kept: {why}" for name, why in report.skipped]
+    if precision != "fp32":
+        from lndeploy.passes.precision import plan_precision
+
+        model = plan_precision(model, precision)
+    return model, notes
+
+
 def export(model, output=None, **options):
-    """``lndeploy.exporter.export`` verified on ``verification_runner`` (see its docstring for options)."""
+    """``lndeploy.exporter.export`` with the graph passes and verified on ``verification_runner`` (see
+    its docstring for options)."""
     from lndeploy.exporter import export as export_model
 
     options.setdefault("open_runner", verification_runner)
+    options.setdefault("apply_passes", graph_passes)
     return export_model(model, output, **options)
 
 

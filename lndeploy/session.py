@@ -16,7 +16,9 @@ def _open(artifact, backend: str | None, plugin_impl: str = "onnx", **options):
         backend = "kserve"  # a served model: Session("http://127.0.0.1:8000", model_name="rnn")
     if backend is None:
         suffix = Path(artifact).suffix if isinstance(artifact, (str, os.PathLike)) else ""
-        backend = "tensorrt" if suffix in (".engine", ".plan", ".trt") else "onnxruntime"
+        from lndeploy.backends.tensorrt.sidecar import ENGINE_SUFFIXES
+
+        backend = "tensorrt" if suffix in ENGINE_SUFFIXES else "onnxruntime"
     if plugin_impl not in PLUGIN_IMPLS:
         raise BadInputError(f"plugin_impl must be one of {', '.join(PLUGIN_IMPLS)}, got {plugin_impl!r}")
     if plugin_impl == "kernel":

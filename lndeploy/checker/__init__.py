@@ -1,106 +1,22 @@
 """Parity check: the PyTorch original against a deployed artifact, on generated inputs, via Polygraphy.
 
-Polygraphy's ``Comparator`` runs both runners on the same inputs and ``SimpleCompareFunc`` compares
-every output element-wise. PyTorch runs second, so relative error divides by PyTorch's output. The
-gate is max abs error <= atol on every element (SPEC section 4); with ``rtol`` given, an element also
-passes when its relative error is within ``rtol``. Inputs vary every dynamic dim (``lndeploy.inputs``).
+Polygraphy's ``Comparator`` runs both runners on the same inputs, one input set at a time, and
+``lndeploy.parity`` compares every output element-wise (relative error divides by PyTorch's output). The
+gate is max abs error <= atol on every element (README "How check decides"); with ``rtol`` given, an
+element also passes when its relative error is within ``rtol``. Inputs vary every dynamic dim
+(``lndeploy.inputs``).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from lndeploy.checker.result import CheckResult
 from lndeploy.errors import BadInputError
 
-@dataclass
-class CheckResult:
-    passed: bool
-    backend: str
-    provider: str
-    atol: float
-    rtol: float | None
-    artifact: str
-    samples: list = field(default_factory=list)  # [{"sizes":…, "shapes": {input: shape}, "passed": bool}]
-    outputs: dict = field(default_factory=dict)  # name -> lndeploy.parity statistics merged over samples
-    skipped: list = field(default_factory=list)  # sizes PyTorch itself cannot run, with the reason
-    precision: str = "fp32"
-    ln: str = "native"
-    error: str | None = None  # the artifact failed to run on an input PyTorch runs
-    notes: list = field(default_factory=list)  # how inputs were paired or pinned to the artifact's sizes
-    sha256: str | None = None  # of the artifact file that ran
-    plugin_impl: str | None = None  # what ran the plugin nodes; None without plugin nodes
-    budget: dict = field(default_factory=dict)  # {mode, atol, reference_error, limit, k}: checker/budget.py
-    first_divergence: dict | None = None  # {node, module, source, max_abs, input_max_abs, ...}
-    layers: list = field(default_factory=list)  # [{node, module, max_abs, over_fraction, ...}] in graph order
-    plots: list = field(default_factory=list)  # PNG paths written by --plots
-
-    @property
-    def worst(self) -> tuple[str, dict] | None:
-        if not self.outputs:
-            return None
-        return max(self.outputs.items(), key=lambda kv: _nan_high(kv[1]["max_abs"]))
-
-    def summary(self) -> str:
-        if self.error:
-            return f"parity FAILED: {self.error}"
-        name, stats = self.worst or ("-", {"max_abs": 0.0})
-        verdict = "PASSED" if self.passed else "FAILED"
-        rtol = f", rtol {self.rtol:g}" if self.rtol is not None else ""
-        line = (f"parity {verdict}: worst output {name!r} max abs error {stats['max_abs']:.3g} "
-                f"({self._gate(rtol)}) over {len(self.samples)} samples on {self.backend} [{self.provider}]")
-        if not self.passed and stats.get("over_tolerance"):
-            line += (f"; {stats['over_tolerance']} of {stats['elements']} elements over, worst at "
-                     f"{stats['worst_index']} (sample {stats['worst_sample']}): {stats['worst_actual']:.6g} vs "
-                     f"PyTorch {stats['worst_expected']:.6g}{rtol_hint(stats, self.rtol)}")
-        return line
-
-    def _gate(self, rtol: str) -> str:
-        """The tolerance, or with ``--budget auto`` the limit and the PyTorch error it comes from."""
-        ref = self.budget.get("reference_error") if self.budget else None
-        if ref is None:
-            return f"tolerance atol {self.atol:g}{rtol}"
-        return (f"budget {self.budget['limit']:.3g} = max(atol {self.budget['atol']:g}, {self.budget['k']:g} x "
-                f"PyTorch's own {self.precision} error {ref:.3g}){rtol}")
-
-    def to_report(self) -> dict:
-        return {
-            "passed": self.passed,
-            "exit_code": 0 if self.passed else 1,
-            "backend": self.backend,
-            "provider": self.provider,
-            "artifact": {"path": self.artifact, "sha256": self.sha256},
-            "precision": self.precision,
-            "ln": self.ln,
-            "plugin_impl": self.plugin_impl,
-            "tolerance": {"atol": self.atol, "rtol": self.rtol},
-            "budget": self.budget or {"mode": "fixed", "atol": self.atol, "reference_error": None,
-                                      "limit": self.atol},
-            "samples": self.samples,
-            "skipped_samples": self.skipped,
-            "outputs": self.outputs,
-            "first_divergence": self.first_divergence,
-            "layers": self.layers,
-            "error": self.error,
-            "notes": self.notes,
-            "reference": "pytorch (eager, fp32, CPU)",
-        }
-
-
-def rtol_hint(stats: dict, rtol: float | None) -> str:
-    """Outputs in the hundreds fail a fixed atol on rounding alone: when the relative error is small,
-    say that ``--rtol`` exists."""
-    max_rel = stats.get("max_rel")
-    if rtol is None and max_rel is not None and max_rel == max_rel and max_rel <= 1e-3:
-        return f"; max rel {max_rel:.2g}: for large outputs, --rtol also passes elements within a relative error"
-    return ""
-
-
-def _nan_high(value) -> float:
-    return float("inf") if value is None or value != value else value
-
+__all__ = ["CheckResult", "check"]
 
 def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: float | None = None,
           rtol: float | None = None, samples: int | None = None, report=None, ln: str | None = None,
@@ -115,7 +31,7 @@ def check(model, *, onnx=None, engine=None, backend: str | None = None, atol: fl
     ``precision``, ``opset``; defaults native, fp32, 18), its verification gated at the same ``atol``
     and ``rtol`` as the check. With an artifact, its own LN form and precision are read from it (and
     set the default tolerance); options that contradict it are refused. ``report``: a JSON file to
-    write (SPEC section 2 fields; ``"-"`` prints it), also when the check ends in an error. ``url`` and
+    write (README "How check decides" lists its fields; ``"-"`` prints it), also when the check ends in an error. ``url`` and
     ``model_name``: the artifact is model ``model_name`` on a KServe v2 server (docs/serving.md).
     ``layers`` (``norms``/``all``): compare intermediate tensors even when the check passes (a failed
     check always compares the normalizations; ``lndeploy.checker.layers``). ``plots``: a folder for

@@ -21,7 +21,7 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     from polygraphy.comparator import Comparator
 
     from lndeploy import parity
-    from lndeploy.checker import CheckResult
+    from lndeploy.checker.result import CheckResult
     from lndeploy.checker.runners import TorchRunner, artifact_runner
     from lndeploy.session import Session
 

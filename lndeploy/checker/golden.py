@@ -135,7 +135,7 @@ def _compare(folder: Path, artifact: str, backend: str, atol, rtol, samples):
     import itertools
 
     from lndeploy import parity
-    from lndeploy.checker import CheckResult
+    from lndeploy.checker.result import CheckResult
     from lndeploy.checker.report import sha256
     from lndeploy.inspection import artifact_form
     from lndeploy.session import Session

@@ -7,7 +7,7 @@ precision, LN form) exported (passes + verification) once into a temporary folde
 backend of it (an engine built from it once per group). Every cell goes through ``lndeploy.check``, the one check
 core, with the exported file as its artifact.
 
-Exit code: the worst of the cells by SPEC section 2's meaning: 4 (an internal error) over 2 (a model
+Exit code: the worst of the cells by their README meaning: 4 (an internal error) over 2 (a model
 or input fault) over 1 (a parity failure) over 0. A cell that cannot run here (``UnavailableError``,
 exit 3) is reported as skipped with its reason, never as passed; 3 is the exit code only when no cell
 could run at all.

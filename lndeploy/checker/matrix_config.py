@@ -52,7 +52,7 @@ class ModelEntry:
     plugin_impl: str | None = None
 
     def tolerance(self, precision: str | None) -> tuple[float | None, float | None]:
-        """(atol, rtol) for a precision; None: the precision's default (SPEC section 4)."""
+        """(atol, rtol) for a precision; None: the precision's default (lndeploy.parity's table)."""
         return (self.atol.get(precision, self.atol.get("*")), self.rtol.get(precision, self.rtol.get("*")))
 
 

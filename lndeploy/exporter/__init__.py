@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lndeploy.errors import BadInputError, UnavailableError
+from lndeploy.errors import BadInputError
 
 LN_MODES = ("native", "plugin")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -25,7 +25,8 @@ class ExportResult:
 
 def export(model, output=None, *, ln: str = "native", precision: str = "fp32", opset: int = DEFAULT_OPSET,
            verify: bool = True, debug: bool = False, example_inputs=None, dynamic_axes=None,
-           atol: float | None = None, rtol: float | None = None, open_runner=None, traced=None) -> ExportResult:
+           atol: float | None = None, rtol: float | None = None, open_runner=None, traced=None,
+           apply_passes=None) -> ExportResult:
     """Export ``model`` to ONNX: a model-file reference, a loaded ``ModelSpec``, or a
     ``torch.nn.Module`` with ``example_inputs`` (and optional ``dynamic_axes``, as in a model file).
 
@@ -34,7 +35,9 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     The model is verified (checker, dynamic dims, a runtime vs PyTorch at two sizes, gated at ``atol``
     and ``rtol`` or the precision's tolerance) before ``output`` is written, atomically.
     ``open_runner(model, precision) -> Runner`` runs the verification: the exporter imports no backend,
-    so ``lndeploy.export`` (``lndeploy.pipeline``) passes ONNX Runtime in. ``traced``: what ``trace``
+    so ``lndeploy.export`` (``lndeploy.pipeline``) passes ONNX Runtime in. Likewise the graph passes
+    (plugin rewrite, precision plan) sit above the exporter: ``apply_passes(model, ln, precision) ->
+    (model, notes)`` is passed in for any LN form but native or precision but fp32. ``traced``: what ``trace``
     returned for this model and opset, reused (copied) instead of running torch's exporter again: the
     LN form and the precision are graph passes over the same trace (``check --config`` exports each
     model once for all its variants).
@@ -49,6 +52,8 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
         raise BadInputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
     if verify and open_runner is None:
         raise TypeError("verification needs open_runner (lndeploy.export passes ONNX Runtime), or verify=False")
+    if (ln, precision) != ("native", "fp32") and apply_passes is None:
+        raise TypeError("a plugin or reduced-precision export needs apply_passes (lndeploy.export passes them)")
     from lndeploy import parity
 
     for name, value in (("atol", atol), ("rtol", rtol)):
@@ -70,13 +75,9 @@ def export(model, output=None, *, ln: str = "native", precision: str = "fp32", o
     result = ExportResult(onnx_model, None, ln, precision, opset)
     result.notes += dims.name_output_dims(onnx_model, spec, verification.second_sizes(spec))
     result.notes += _no_layer_norm_notes(onnx_model, ln)
-    if ln == "plugin":
-        from lndeploy.passes import ln_to_plugin
-
-        onnx_model, report = ln_to_plugin.rewrite(onnx_model)
-        result.notes += [f"LayerNormalization {name} kept: {why}" for name, why in report.skipped]
-    if precision != "fp32":
-        onnx_model = _plan_precision(onnx_model, precision)
+    if apply_passes is not None:
+        onnx_model, notes = apply_passes(onnx_model, ln, precision)
+        result.notes += notes
     result.model = onnx_model
     # a bf16 plan may raise the opset (bf16 Conv needs opset 22): report what was written
     result.opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), opset)
@@ -107,14 +108,6 @@ def _no_layer_norm_notes(model, ln: str) -> list[str]:
     if ln == "plugin":
         notes.append("--ln plugin: no LayerNorm to replace, so the file has no plugin node")
     return notes
-
-
-def _plan_precision(model, precision: str):
-    try:
-        from lndeploy.passes.precision import plan_precision
-    except ImportError as err:
-        raise UnavailableError(f"--precision {precision} is not available in this build ({err})") from err
-    return plan_precision(model, precision)
 
 
 def trace(spec, opset: int = DEFAULT_OPSET, debug: bool = False):

@@ -21,7 +21,7 @@ import numpy as np
 
 from lndeploy import inputs as gen
 from lndeploy import parity, plugin_spec
-from lndeploy.errors import BadInputError, ParityError
+from lndeploy.errors import BadInputError, ParityError, first_line
 from lndeploy.exporter.dims import check_output_dims
 from lndeploy.modelfile import ModelSpec
 
@@ -41,7 +41,7 @@ def check_graph(model) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ParityError(f"the exported model fails onnx.checker: {first}") from err
 
 
@@ -126,12 +126,5 @@ def verify(model, spec: ModelSpec, precision: str = "fp32", *, open_runner,
                 raise ParityError(f"export verification failed: output {name!r} {stats['error']} against PyTorch "
                                   f"{where}")
             raise ParityError(f"export verification failed: output {name!r} max abs error {stats['max_abs']:.3g} "
-                              f"> {tol} against PyTorch {where}{rtol_hint(stats, tol)}")
+                              f"> {tol} against PyTorch {where}{parity.rtol_hint(stats, tol.rtol)}")
     return runs
-
-
-def rtol_hint(stats: dict, tol: parity.Tolerance) -> str:
-    """A failure whose relative error is small (outputs in the hundreds) may want ``--rtol``: say it exists."""
-    if tol.rtol is None and stats.get("max_rel") is not None and stats["max_rel"] <= 1e-3:
-        return f" (max rel {stats['max_rel']:.2g}: for large outputs, --rtol gates relative error too)"
-    return ""

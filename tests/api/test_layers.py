@@ -34,16 +34,6 @@ RANKS = [  # (module or package prefix, rank); the longest matching prefix wins
     ("lndeploy.cli", 5), ("lndeploy.__main__", 5),
 ]
 BELOW_BACKENDS = ("lndeploy.exporter", "lndeploy.passes", "lndeploy.plugins")
-# Edges against the rules still there when this test was written: (importer, imported prefix) -> why.
-# Each is left out of the rule tests and has a strict xfail below, which fails once the edge is gone.
-CHECK_RESULT_CIRCLE = ("a circle: checker/__init__ imports this module and it takes CheckResult from "
-                       "checker/__init__; CheckResult in a module of its own removes it")
-KNOWN = {
-    ("lndeploy.exporter", "lndeploy.passes"): "exporter.export composes the passes (plugin rewrite, precision "
-                                              "plan); moving that composition into lndeploy.pipeline removes it",
-    ("lndeploy.checker.compare", "lndeploy.checker"): CHECK_RESULT_CIRCLE,
-    ("lndeploy.checker.golden", "lndeploy.checker"): CHECK_RESULT_CIRCLE,
-}
 OPTIONAL = ("tensorrt", "tensorrt_rtx", "matplotlib", "pytriton", "tritonclient")
 
 
@@ -89,17 +79,9 @@ def imports_of(name: str, path: Path) -> dict[str, bool]:
     return found
 
 
-def graph(with_known: bool = False) -> dict[str, set[str]]:
-    """module -> the lndeploy modules it imports; the KNOWN edges left out unless ``with_known``."""
-    edges = {}
-    for name, path in MODULES.items():
-        targets = {_known(t) for t in imports_of(name, path)} - {None, name}
-        edges[name] = targets if with_known else {t for t in targets if not is_known(name, t)}
-    return edges
-
-
-def is_known(source: str, target: str) -> bool:
-    return any(source == s and (target == t or target.startswith(t + ".")) for s, t in KNOWN)
+def graph() -> dict[str, set[str]]:
+    """module -> the lndeploy modules it imports."""
+    return {name: {_known(t) for t in imports_of(name, path)} - {None, name} for name, path in MODULES.items()}
 
 
 def _known(target: str) -> str | None:
@@ -142,13 +124,6 @@ def test_exporter_passes_and_plugins_import_no_backend():
              if source.startswith(BELOW_BACKENDS)
              for target in targets if target.startswith("lndeploy.backends")]
     assert wrong == []
-
-
-@pytest.mark.parametrize("source, target", [
-    pytest.param(source, target, marks=pytest.mark.xfail(strict=True, reason=why), id=f"{source}->{target}")
-    for (source, target), why in KNOWN.items()])
-def test_known_edge_is_gone(source, target):
-    assert not [t for t in graph(with_known=True)[source] if t == target or t.startswith(target + ".")]
 
 
 def test_optional_modules_are_imported_lazily():

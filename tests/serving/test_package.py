@@ -119,7 +119,7 @@ def test_plugin_model_carries_its_reference_function_and_runs_on_onnxruntime(tmp
     import numpy as np
 
     from lndeploy import Session, plugin_spec
-    from lndeploy.exporter import export
+    from lndeploy.pipeline import export
 
     source = tmp_path / "gru_plugin.onnx"
     export(zoo_model("gru"), source, ln="plugin", verify=False)

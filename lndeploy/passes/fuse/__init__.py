@@ -1,4 +1,4 @@
-"""``lndeploy fuse``: LayerNorm written as primitive ops -> one node (issue 5, SPEC section 2).
+"""``lndeploy fuse``: LayerNorm written as primitive ops -> one node (README "Repairing ONNX files").
 
 Rules, applied in this order, each one module with its formula in its docstring:
 
@@ -29,11 +29,11 @@ import os
 from dataclasses import dataclass, field
 
 from lndeploy.errors import BadInputError
+from lndeploy.plugin_spec import MIN_OPSET
 
 RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "tf_layer_norm", "rms_norm", "no_op_cast", "ln_scale",
               "ln_bias", "unflatten_layer_norm", "ln_stats_outputs")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
-MIN_OPSET = 17
 
 
 @dataclass

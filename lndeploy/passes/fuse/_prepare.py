@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lndeploy.plugin_spec import iter_graphs
+from lndeploy.errors import first_line
+from lndeploy.plugin_spec import MIN_OPSET, iter_graphs
 
-MIN_OPSET = 17
 HELD_DOMAIN = "lndeploy.fuse.held"
 
 
@@ -68,7 +68,7 @@ def _convert(model, current: int, target: int, why: str, notes: list):
         return _release_layer_norms(converted, held)
     except Exception as err:  # the converter raises several unrelated types
         _release_layer_norms(model, held)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         for entry in model.opset_import:
             if entry.domain in ("", "ai.onnx"):
                 entry.version = target
@@ -143,6 +143,6 @@ def _infer_shapes(model, notes: list):
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as err:  # unknown ops, inconsistent declared shapes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         notes.append(f"shape inference failed ({first}); patterns that need ranks are left as they are")
         return model

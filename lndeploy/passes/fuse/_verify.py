@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from lndeploy.errors import BadInputError, LndeployError, ParityError
+from lndeploy.errors import BadInputError, LndeployError, ParityError, first_line
 
 SIZES = (2, 3, 8, 16, 64)
 GUESSED_RANKS = (3, 2, 4, 1)
@@ -69,7 +69,7 @@ def _opened(open_session, model, what: str):
     try:
         session = open_session(model)
     except LndeployError as err:
-        raise BadInputError(f"cannot verify: {what} cannot be opened ({_first_line(err)}); "
+        raise BadInputError(f"cannot verify: {what} cannot be opened ({first_line(err)}); "
                             f"rerun with --no-verify") from err
     if hasattr(session, "__enter__"):
         with session as entered:
@@ -115,7 +115,7 @@ def _run_samples(before, reference, fused, seed: int, rank: int | None) -> tuple
         try:
             expected = reference.run(feed)
         except Exception as err:  # noqa: BLE001 - runtimes raise their own types; this size just does not fit
-            refused.append(f"{_where(sizes)}: {_first_line(err)}")
+            refused.append(f"{_where(sizes)}: {first_line(err)}")
             continue
         samples.append(_sample(fused, feed, expected, sizes, used))
         last = sizes, feed
@@ -139,7 +139,7 @@ def _sample(fused, feed: dict, expected: dict, sizes: dict, used: set) -> dict:
         got = fused.run(feed)
     except Exception as err:  # noqa: BLE001
         raise ParityError(f"the fused model fails at {_where(sizes)} where the input model runs: "
-                          f"{_first_line(err)}") from err
+                          f"{first_line(err)}") from err
     max_abs, max_rel = {}, {}
     for name, want in expected.items():
         max_abs[name], max_rel[name] = _check(name, np.asarray(want), np.asarray(got[name]), sizes)
@@ -228,11 +228,6 @@ def describe_tolerance(tolerance: dict) -> str:
 
     return ", ".join(f"{k} {_show_tolerance(parity.Tolerance(v['atol'], v['rtol']))}"
                      for k, v in tolerance.items()) or "no float outputs"
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _where(sizes: dict) -> str:
