@@ -57,3 +57,22 @@ def zoo_export(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+def naive_fp16(spec):
+    """The naive fp16 plan of a model: legacy opset-16 export (LN as 9 primitive ops) + onnxconverter-common's
+    plain fp16 conversion, so (x - mean)^2 overflows in fp16 on models/overflow.py. The foil that
+    lndeploy's precision plan and check's budget are measured against."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+    from onnxconverter_common import float16
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(spec.module, (spec.inputs["x"],), buffer, dynamo=False, opset_version=16,
+                          input_names=["x"], output_names=["output"], dynamic_axes=spec.dynamic_axes)
+        return float16.convert_float_to_float16(onnx.load_from_string(buffer.getvalue()), keep_io_types=True)

@@ -8,9 +8,7 @@ own bf16 run does, and pass under auto (slow: their dynamo export takes most of 
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 
 import numpy as np
 import onnx
@@ -23,7 +21,7 @@ from lndeploy.checker import check
 from lndeploy.checker.compare import runnable_schedule
 from lndeploy.errors import BadInputError
 from lndeploy.pipeline import export
-from tests.conftest import zoo_model
+from tests.conftest import naive_fp16, zoo_model
 
 
 def test_auto_is_the_default_for_fp16_and_bf16_unless_atol_is_given():
@@ -82,17 +80,8 @@ def test_pytorchs_own_error_is_larger_in_bf16_than_in_fp16():
 
 @pytest.fixture(scope="module")
 def overflow_naive_fp16(tmp_path_factory):
-    """Legacy opset-16 export (LN as 9 primitive ops) + plain fp16 conversion: d*d = inf in fp16
-    (tests/passes/test_precision.py)."""
-    from onnxconverter_common import float16
-
-    spec = modelfile.load(zoo_model("overflow"))
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(spec.module, (spec.inputs["x"],), buffer, dynamo=False, opset_version=16,
-                          input_names=["x"], output_names=["output"], dynamic_axes=spec.dynamic_axes)
-        naive = float16.convert_float_to_float16(onnx.load_from_string(buffer.getvalue()), keep_io_types=True)
+    """The naive fp16 conversion of the overflow model (tests/conftest.py naive_fp16): d*d = inf in fp16."""
+    naive = naive_fp16(modelfile.load(zoo_model("overflow")))
     path = tmp_path_factory.mktemp("naive") / "overflow_naive_fp16.onnx"
     onnx.save(naive, path)
     return str(path)

@@ -8,7 +8,6 @@ reads are the evidence that the islands survive into a strongly typed network.
 
 from __future__ import annotations
 
-import io
 import re
 import textwrap
 import warnings
@@ -28,7 +27,7 @@ from lndeploy.exporter import verify
 from lndeploy.pipeline import export, verification_runner
 from lndeploy.passes import ln_to_plugin
 from lndeploy.passes.precision import FLOAT, FLOAT16, BFLOAT16, plan_precision, tensor_types
-from tests.conftest import ZOO, zoo_model
+from tests.conftest import ZOO, naive_fp16, zoo_model
 
 LOW = {"fp16": FLOAT16, "bf16": BFLOAT16}
 # bf16 keeps 8 significant bits. The recurrent zoo models miss SPEC's 1e-2 in bf16 (measured at the
@@ -248,15 +247,8 @@ def test_overflow_fp16_plan_passes_on_ort_and_on_the_reference_evaluator(overflo
 
 def test_overflow_naive_fp16_conversion_fails_on_the_reference_evaluator(overflow):
     """Legacy opset-16 export (LN as 9 primitive ops) + plain fp16 conversion: d*d = inf in fp16."""
-    from onnxconverter_common import float16
-
     spec, _ = overflow
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(spec.module, (spec.inputs["x"],), buffer, dynamo=False, opset_version=16,
-                          input_names=["x"], output_names=["output"], dynamic_axes=spec.dynamic_axes)
-        naive = float16.convert_float_to_float16(onnx.load_from_string(buffer.getvalue()), keep_io_types=True)
+    naive = naive_fp16(spec)
     assert "Pow" in [n.op_type for n in naive.graph.node]
     with np.errstate(over="ignore", invalid="ignore"):
         reference = _max_abs(naive, spec, "onnx-reference")
