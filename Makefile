@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)") "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# the symlink TensorRT-RTX's parser needs to load plugins (docs/tensorrt.md), made once here so that
+	# neither the tests nor a first build write into site-packages
+	$(BIN)/python -c "from lndeploy.trt_env import ensure_rtx_plugin_symlink; ensure_rtx_plugin_symlink()"
 	touch $(STAMP)
 
 serve-env: $(SERVE_STAMP)

@@ -125,13 +125,18 @@ def test_rtx_symlink_in_unwritable_folder():
 
 
 @pytest.mark.skipif(not HAS_RTX, reason="TensorRT-RTX is not installed (pip install tensorrt-rtx)")
-def test_real_rtx_libs_folder_gets_the_link_when_plugins_are_registered():
+def test_real_rtx_libs_folder_has_the_link_and_registering_plugins_writes_nothing_there():
+    """The set-up (make setup) makes the link once; registering the plugin then finds it and leaves
+    site-packages as it was (a test that wrote there changed the installation it ran in)."""
     from lndeploy.plugins.layernorm import trt_plugin
 
+    folder = trt_env.rtx_libs_folder()
+    link = folder / trt_env.RTX_LINK
+    assert link.exists() and os.path.realpath(link).endswith(trt_env.RTX_LIB), "run make setup"
+    before = sorted((p.name, p.lstat().st_mtime_ns) for p in folder.iterdir())
     rt = rtmod.load("tensorrt-rtx")
     assert trt_plugin.register(rt) == "python-creator"
-    link = trt_env.rtx_libs_folder() / trt_env.RTX_LINK
-    assert link.exists() and os.path.realpath(link).endswith(trt_env.RTX_LIB)
+    assert sorted((p.name, p.lstat().st_mtime_ns) for p in folder.iterdir()) == before
 
 
 def test_sidecar_is_complete_and_checked(fnn_engine):
