@@ -57,8 +57,6 @@ def _first_bf16_opset(op_type: str, current: int) -> int:
 
 def retype_bf16(planned, source) -> None:
     """fp16 -> bf16 everywhere in ``planned``; initializers from ``source``'s fp32 values by name."""
-    import ml_dtypes
-    import numpy as np
     from onnx import numpy_helper
 
     originals = {t.name: t for g in plugin_spec.iter_graphs(source.graph) for t in g.initializer}
