@@ -60,7 +60,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path = Path(tmp)
         os.close(fd)
         # mkstemp makes the file 0600; a finished output gets the mode any new file gets here
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         yield tmp_path
         os.replace(tmp_path, target)
     except OSError as err:
@@ -156,7 +156,19 @@ def _write_error(err: OSError, target: Path) -> BadInputError:
     return BadInputError(f"cannot write {target}: {why}")
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back): the mode a new file would get."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def file_sha256(path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (engines and ONNX files can be large)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

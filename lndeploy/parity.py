@@ -207,6 +207,12 @@ def _nan_high(value) -> float:
     return float("inf") if value is None or value != value else value
 
 
+def format_stat(value, digits: int = 3) -> str:
+    """A statistic for a person: ``n/a`` where it could not be computed (None, NaN), else ``digits``
+    significant digits."""
+    return "n/a" if value is None or value != value else f"{value:.{digits}g}"
+
+
 def rtol_hint(stats: dict, rtol: float | None) -> str:
     """Outputs in the hundreds fail a fixed atol on rounding alone: when a failure's relative error is
     small and no rtol was given, the line that reports it says that ``--rtol`` exists."""

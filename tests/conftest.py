@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +77,31 @@ def naive_fp16(spec):
         torch.onnx.export(spec.module, (spec.inputs["x"],), buffer, dynamo=False, opset_version=16,
                           input_names=["x"], output_names=["output"], dynamic_axes=spec.dynamic_axes)
         return float16.convert_float_to_float16(onnx.load_from_string(buffer.getvalue()), keep_io_types=True)
+
+
+def ln_model_source(on_call: str = "", head: str = "", after_class: str = "", in_build: str = "") -> str:
+    """A model file (README "The model file") around ``torch.nn.LayerNorm(8)`` on a (2, 8) example whose
+    forward counts its calls in ``self.calls`` and then runs ``on_call``; ``head`` runs before the class,
+    ``after_class`` after it, ``in_build`` inside ``build()``. The tests that make a model misbehave at
+    one moment (a fault, a stall, a slowdown) write only that moment."""
+    def block(code: str, indent: int) -> str:
+        return textwrap.indent(textwrap.dedent(code).strip("\n"), " " * indent) if code.strip() else ""
+
+    return "\n".join(line for line in [
+        "import pathlib, sys, time, torch",
+        block(head, 0),
+        "class M(torch.nn.Module):",
+        "    def __init__(self):",
+        "        super().__init__()",
+        "        self.ln, self.calls = torch.nn.LayerNorm(8), 0",
+        "    def forward(self, x):",
+        "        self.calls += 1",
+        block(on_call, 8),
+        "        return self.ln(x)",
+        block(after_class, 0),
+        "def build():",
+        block(in_build, 4),
+        "    return M()",
+        "def example_inputs(): return (torch.randn(2, 8),)",
+        "",
+    ] if line != "")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lndeploy.errors import UnavailableError
+from lndeploy.parity import format_stat
 
 EDGES = np.logspace(-12, 4, 97)  # 6 bins a decade; smaller errors count in the first, larger in the last
 
@@ -104,7 +105,7 @@ def _histogram(plt, name: str, counts: np.ndarray, histograms: ErrorHistograms, 
     if histograms.nonfinite.get(name):
         extra.append(f"{histograms.nonfinite[name]} NaN/inf on one side")
     over = stats.get("over_tolerance", 0)
-    axes.set_title(f"{name}: max abs {_fmt(stats.get('max_abs'))}, {over} of {stats.get('elements', 0)} over "
+    axes.set_title(f"{name}: max abs {format_stat(stats.get('max_abs'))}, {over} of {stats.get('elements', 0)} over "
                    f"tolerance\n({', '.join(extra)}; {len(result.samples)} samples on {result.backend})", fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -157,6 +158,3 @@ def _save(plt, figure, path: Path) -> str:
 def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "output"
 
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3g}"

@@ -8,7 +8,6 @@ report never finds a stale or missing file. ``-`` prints it to stdout instead of
 from __future__ import annotations
 
 import datetime
-import hashlib
 import platform
 import sys
 from importlib import metadata
@@ -31,13 +30,11 @@ def versions() -> dict:
 
 
 def sha256(path) -> str | None:
-    """The artifact's digest (an engine or ONNX file; not its external-data side file)."""
+    """The artifact's digest (an engine or ONNX file; not its external-data side file), None if unreadable."""
+    from lndeploy.fileio import file_sha256
+
     try:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

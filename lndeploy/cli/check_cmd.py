@@ -7,6 +7,7 @@ import sys
 import click
 
 from lndeploy.cli.options import FINITE_NONNEGATIVE, MAX_SAMPLES, MAX_SEED, debug_flag
+from lndeploy.parity import format_stat
 from lndeploy.plugin_spec import MIN_OPSET
 
 
@@ -114,8 +115,8 @@ def command(ctx, model, onnx_path, engine, backend, atol, rtol, samples, seed, r
         _write_single(model or golden, backend, junit, summary, echo, error=err, seconds=time.perf_counter() - start)
         raise
     for name, stats in result.outputs.items():
-        echo(f"  {name}: max abs {_num(stats['max_abs'])}  max rel {_num(stats['max_rel'])}  "
-             f"mean abs {_num(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']} "
+        echo(f"  {name}: max abs {format_stat(stats['max_abs'])}  max rel {format_stat(stats['max_rel'])}  "
+             f"mean abs {format_stat(stats['mean_abs'])}  over tolerance {stats['over_tolerance']}/{stats['elements']} "
              f"({stats['over_fraction']:.2%})" + _worst(stats))
     if result.layers:
         from lndeploy.checker.layers import describe, table
@@ -170,9 +171,6 @@ def _worst(stats: dict) -> str:
     """Where a failing output is worst: the element, both values, the sample."""
     if not stats["over_tolerance"] or stats.get("worst_index") is None:
         return ""
-    return (f"; worst at {stats['worst_index']} (sample {stats.get('worst_sample')}): {_num(stats['worst_actual'], 6)} "
-            f"vs PyTorch {_num(stats['worst_expected'], 6)}")
+    return (f"; worst at {stats['worst_index']} (sample {stats.get('worst_sample')}): "
+            f"{format_stat(stats['worst_actual'], 6)} vs PyTorch {format_stat(stats['worst_expected'], 6)}")
 
-
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}g}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lndeploy.errors import BadInputError, UnavailableError
+from lndeploy.fileio import current_umask
 from lndeploy.serving import signature as sig_mod
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "plan": ("tensorrt_plan", "model.plan")}
@@ -198,7 +199,7 @@ def _commit(sig, config, repo: Path, notes: list[str]) -> PackagedModel:
         problems = lint(parsed, sig)
         if problems:  # a bug in lndeploy, not in the artifact: say everything that is wrong
             raise BadInputError(f"{name}/config.pbtxt does not match {sig.path}: {'; '.join(problems)}")
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         _replace_folder(staging, target)
     finally:
         if staging.exists():
@@ -239,8 +240,3 @@ def _replace_folder(staging: Path, target: Path) -> None:
         raise
     shutil.rmtree(old)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -16,6 +16,7 @@ import numpy as np
 
 from lndeploy.backends.tensorrt.sidecar import ENGINE_SUFFIXES, is_engine
 from lndeploy.errors import BadInputError
+from lndeploy.fileio import file_sha256
 
 # numpy dtype name -> Triton's DataType (model_config.proto)
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
@@ -118,8 +119,6 @@ def _tensor(value, path: Path) -> Tensor:
 
 def _read_engine(path: Path) -> Signature:
     """An engine's signature: I/O from its source ONNX (checked by sha256), ranges from its profile."""
-    import hashlib
-
     from lndeploy.backends.tensorrt import sidecar
     from lndeploy.onnxfile import load_model
 
@@ -131,7 +130,7 @@ def _read_engine(path: Path) -> Signature:
     onnx_path = Path(source.get("path", ""))
     if not onnx_path.is_file():
         onnx_path = path.parent / onnx_path.name  # moved together with the engine
-    if not onnx_path.is_file() or hashlib.sha256(onnx_path.read_bytes()).hexdigest() != source.get("sha256"):
+    if not onnx_path.is_file() or file_sha256(onnx_path) != source.get("sha256"):
         raise BadInputError(f"{path}: its source ONNX {source.get('path')} (sha256 {str(source.get('sha256'))[:12]}) "
                             "is not beside it or has changed; lndeploy reads the engine's output types from it")
     sig = _onnx_signature(load_model(onnx_path), path, "plan")

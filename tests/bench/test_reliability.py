@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 
 from lndeploy.benchmark import machine, reliability
+from tests.conftest import ln_model_source
 
 QUIET = {"backend": "onnxruntime", "batch": 1, "round_spread": 1.1, "other_processes_cpu": 0.01, "steal_cpu": 0.0}
 
@@ -42,19 +42,7 @@ def test_round_spread_and_steal_share():
 def test_strict_bench_of_a_model_that_slows_down_exits_3(run_cli, tmp_path):
     """A model whose every call takes longer than the last: its rounds disagree whatever the machine."""
     model = tmp_path / "slower.py"
-    model.write_text(textwrap.dedent("""
-        import time, torch
-        class M(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.ln, self.calls = torch.nn.LayerNorm(8), 0
-            def forward(self, x):
-                self.calls += 1
-                time.sleep(2e-5 * self.calls)
-                return self.ln(x)
-        def build(): return M()
-        def example_inputs(): return (torch.randn(2, 8),)
-    """))
+    model.write_text(ln_model_source(on_call="time.sleep(2e-5 * self.calls)"))
     out = tmp_path / "b.json"
     result = run_cli("bench", model, "--backend", "pytorch", "--batch", "1", "--budget", "0.6", "--strict",
                      "--json", out)

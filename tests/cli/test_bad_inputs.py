@@ -13,6 +13,7 @@ import pytest
 import lndeploy
 from lndeploy.errors import BadInputError, LndeployError
 from tests.cli.test_errors import assert_one_line_error
+from tests.conftest import ln_model_source
 
 LN_MODEL = """
 import torch
@@ -32,27 +33,11 @@ def _model(folder, body: str, name: str = "m.py"):
 def _fault_model(where: str, action: str) -> str:
     """A LayerNorm model whose ``where`` (import, build, forward, forward6: its 6th call, mid-comparison)
     runs ``action`` (a statement)."""
-    return f"""
-import sys, torch
-class Boom(BaseException):
-    pass
-class M(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln, self.calls = torch.nn.LayerNorm(8), 0
-    def forward(self, x):
-        self.calls += 1
-        if {where == "forward"!r} or ({where == "forward6"!r} and self.calls >= 6):
-            {action}
-        return self.ln(x)
-if {where == "import"!r}:
-    {action}
-def build():
-    if {where == "build"!r}:
-        {action}
-    return M()
-def example_inputs(): return (torch.randn(2, 8),)
-"""
+    return ln_model_source(
+        head="class Boom(BaseException):\n    pass",
+        on_call=f"if {where == 'forward'!r} or ({where == 'forward6'!r} and self.calls >= 6):\n    {action}",
+        after_class=f"if {where == 'import'!r}:\n    {action}",
+        in_build=f"if {where == 'build'!r}:\n    {action}")
 
 
 @pytest.fixture(scope="module")

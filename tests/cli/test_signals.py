@@ -14,32 +14,23 @@ from pathlib import Path
 import pytest
 
 from lndeploy.fileio import atomic_path
-from tests.conftest import REPO
+from tests.conftest import REPO, ln_model_source
 
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 LINES = {signal.SIGINT: "lndeploy: interrupted", signal.SIGTERM: "lndeploy: terminated"}
 
 # a model that, at one moment of the export, says so (a marker file) and waits to be killed
-STALLING_MODEL = """
-import pathlib, sys, time, torch
-MOMENT, MARKER = {moment!r}, pathlib.Path({marker!r})
-def stall(now):
-    if now == MOMENT:
-        MARKER.touch()
-        time.sleep(60)
-stall("import")
-class M(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln, self.calls = torch.nn.LayerNorm(8), 0
-    def forward(self, x):
-        self.calls += 1
-        # torch's exporter traces forward (its 2nd call); verification runs it after the export
-        stall("exporter" if torch.compiler.is_exporting() else "verify" if self.calls > 1 else "first run")
-        return self.ln(x)
-def build(): return M()
-def example_inputs(): return (torch.randn(2, 8),)
-"""
+STALLING_MODEL = ln_model_source(
+    head="""
+        MOMENT, MARKER = {moment!r}, pathlib.Path({marker!r})
+        def stall(now):
+            if now == MOMENT:
+                MARKER.touch()
+                time.sleep(60)
+        stall("import")
+    """,
+    # torch's exporter traces forward (its 2nd call); verification runs it after the export
+    on_call='stall("exporter" if torch.compiler.is_exporting() else "verify" if self.calls > 1 else "first run")')
 
 
 def _start(args, marker: Path) -> subprocess.Popen:

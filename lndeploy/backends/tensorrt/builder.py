@@ -22,7 +22,7 @@ from lndeploy.backends.tensorrt.progress import make_monitor
 from lndeploy.backends.tensorrt.runtime import load
 from lndeploy.trt_env import cuda_gpu, require_gpu
 from lndeploy.errors import BadInputError, UnavailableError
-from lndeploy.fileio import atomic_path, write_bytes_atomic
+from lndeploy.fileio import atomic_path, file_sha256, write_bytes_atomic
 from lndeploy.onnxfile import op_counts, primitive_norm_hint
 
 # Without a GPU, TensorRT-RTX cannot build for CURRENT; these cover Ampere, Ada and Blackwell RTX cards.
@@ -204,7 +204,7 @@ def _facts(onnx_path, parsed, rt, targets, profile, layers, seconds, engine_laye
     return {
         "format": sidecar.FORMAT,
         "lndeploy_version": __version__,
-        "source_onnx": {"path": str(onnx_path), "sha256": net.file_sha256(onnx_path),
+        "source_onnx": {"path": str(onnx_path), "sha256": file_sha256(onnx_path),
                         "opset": opset_version(parsed.model)},
         "runtime": {"name": rt.name, "version": rt.version},
         "targets": targets,

@@ -225,13 +225,3 @@ def summarize(layers: list[LayerInfo]) -> dict:
 def one_line(text: str) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def file_sha256(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
