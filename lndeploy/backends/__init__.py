@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 
 BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt", "kserve")
 
@@ -109,7 +109,7 @@ def _to_numpy(value, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # a ragged nested list, an object numpy cannot hold
-        why = str(err).splitlines()[0][:150]
+        why = first_line(err)[:150]
         raise BadInputError(f"input {name!r} is not a rectangular numeric array: {why}") from None
     if array.dtype.kind not in "biufc" and not _is_bf16(array.dtype):  # str, None, objects
         raise BadInputError(f"input {name!r} is a {type(value).__name__} ({array.dtype}), not a numeric array: "

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from lndeploy.checker.result import CheckResult
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 
 __all__ = ["CheckResult", "check"]
 
@@ -192,7 +192,7 @@ def _localise(spec, artifact, backend, tol, result, mode, samples, seed, debug, 
     except Exception as err:
         if debug:
             raise
-        result.notes.append(f"layers: could not be compared ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+        result.notes.append(f"layers: could not be compared ({type(err).__name__}: {first_line(err)[:200]})")
 
 
 def _plugin_option(plugin_impl: str | None, backend: str | None, not_onnx: bool, ln: str) -> str:

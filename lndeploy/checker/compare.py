@@ -6,7 +6,7 @@ import contextlib
 
 from lndeploy import inputs as gen
 from lndeploy.checker.signature import pair_inputs
-from lndeploy.errors import BadInputError
+from lndeploy.errors import BadInputError, first_line
 
 
 def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: int, debug: bool, on_sample=None,
@@ -122,7 +122,7 @@ def runnable_schedule(spec, samples: int | None, seed: int, pinned: dict, skippe
         except ModelFaultError:  # sys.exit in forward(): no size explains it
             raise
         except Exception as err:  # the model itself does not support these sizes
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            reason = f"{type(err).__name__}: {first_line(err)[:200]}"
             if given is not None:  # a given set is used as given, or not at all
                 raise BadInputError(f"{given[0]}: PyTorch itself fails on the input set at sizes {sizes}: "
                                     f"{reason}") from err

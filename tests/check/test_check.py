@@ -215,3 +215,16 @@ def test_failed_check_of_an_unseeded_model_file_says_why(run_cli, tmp_path):
     assert run_cli("export", seeded, "-o", artifact).code == 0
     passed = run_cli("check", seeded, "--onnx", artifact)
     assert passed.code == 0 and "different weights" not in passed.out, passed.out
+
+
+def test_sizes_pytorch_refuses_with_an_empty_message_are_skipped_not_a_crash(tmp_path):
+    """A model that raises ``RuntimeError()`` (no message) at batch 3: those sizes are skipped with the
+    exception's name as the reason (reading the message's first line raised IndexError, exit 4)."""
+    from tests.conftest import ln_model_source
+
+    model = tmp_path / "picky.py"
+    model.write_text(ln_model_source(on_call="if x.shape[0] == 3:\n    raise RuntimeError()"))
+    result = check(str(model))
+    assert result.passed, result.summary()
+    assert result.skipped and all(s["sizes"]["batch"] == 3 for s in result.skipped)
+    assert result.skipped[0]["reason"] == "RuntimeError: RuntimeError"
