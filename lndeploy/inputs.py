@@ -52,6 +52,11 @@ def specs_from_onnx(model) -> list[InputSpec]:
     specs = []
     for value in graph_inputs(model):
         tensor = value.type.tensor_type
+        if not tensor.HasField("shape"):
+            from lndeploy.errors import BadInputError
+
+            raise BadInputError(f"input {value.name!r} is declared without a shape, so inputs for it cannot be "
+                                "generated (declare its shape in the model)")
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         shape = tuple(onnx_dim(value.name, i, d) for i, d in enumerate(tensor.shape.dim))
         specs.append(InputSpec(value.name, dtype, shape, 0.0, 1.0))

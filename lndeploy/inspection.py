@@ -91,6 +91,9 @@ def _value(value) -> dict:
         label = f"sequence<{_ELEM.get(inner, inner)}>" if inner else kind
         return {"name": value.name, "dtype": label, "shape": [], "dynamic": [], "kind": kind}
     t = value.type.tensor_type
+    if not t.HasField("shape"):  # declared without a shape: any rank, not a scalar
+        return {"name": value.name, "dtype": _ELEM.get(t.elem_type, str(t.elem_type)), "shape": None,
+                "dynamic": [], "kind": kind}
     dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
     return {"name": value.name, "dtype": _ELEM.get(t.elem_type, str(t.elem_type)), "shape": dims,
             "dynamic": [i for i, d in enumerate(dims) if isinstance(d, str)]}
@@ -206,7 +209,8 @@ def format_text(info: dict) -> str:
     lines.append(f"  opsets: {info['opsets']}")
     for role in ("inputs", "outputs"):
         for v in info[role]:
-            lines.append(f"  {role[:-1]} {v['name']}: {v['dtype']} {v['shape']}")
+            shape = "any shape (none declared)" if v["shape"] is None else v["shape"]
+            lines.append(f"  {role[:-1]} {v['name']}: {v['dtype']} {shape}")
     # '?' is a dim with neither a size nor a name: dynamic, but not tied to any other dim
     dynamic = list(dict.fromkeys(v["shape"][i] if v["shape"][i] != "?"
                                  else f"{unnamed_dim_label(v['name'], i)} (unnamed)"

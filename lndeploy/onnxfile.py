@@ -30,9 +30,7 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
         raise BadInputError(f"{path} is not a readable ONNX file (empty or truncated graph)")
     side_files = external_data_files(model)
     try:
-        # with side files, the checker is given the path: it then finds them beside the model (given
-        # a ModelProto it looks in the current folder), and it never needs the weights in memory
-        onnx.checker.check_model(str(path) if side_files else model, full_check=False)
+        _check(model, path, side_files)
     except Exception as err:  # onnx raises several unrelated types here
         first = first_line(err)
         missing = [f for f in side_files if not (path.parent / f).is_file()]
@@ -43,6 +41,31 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
     if load_external_data and side_files:
         _load_external_data(model, path)
     return model
+
+
+def _check(model, path: Path, side_files: list) -> None:
+    """ONNX's checker, except for its demand of a shape field on every graph input and output: ONNX
+    Runtime runs a tensor declared without one (any rank), and exporters write such files. The field
+    is added for the check and taken away again. With side files the checker is given the path: it
+    then finds them beside the model (given a ModelProto it looks in the current folder), and it
+    never needs the weights in memory; a path cannot carry the added fields, so such a file with
+    shape-less I/O gets only the side-file check of the caller."""
+    import onnx
+
+    shapeless = [v.type.tensor_type for v in [*model.graph.input, *model.graph.output]
+                 if value_kind(v) == "tensor" and not v.type.tensor_type.HasField("shape")]
+    if side_files and shapeless:
+        missing = [f for f in side_files if not (path.parent / f).is_file()]
+        if missing:
+            raise FileNotFoundError(missing[0])
+        return
+    try:
+        for tensor in shapeless:
+            tensor.shape.SetInParent()
+        onnx.checker.check_model(str(path) if side_files else model, full_check=False)
+    finally:
+        for tensor in shapeless:
+            tensor.ClearField("shape")
 
 
 def value_kind(value) -> str:

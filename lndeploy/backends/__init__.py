@@ -16,7 +16,8 @@ BACKENDS = ("onnxruntime", "onnx-reference", "tensorrt", "kserve")
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """An input or output: ``shape`` holds ints for fixed dims and strings (or None) for dynamic ones.
+    """An input or output: ``shape`` holds ints for fixed dims and strings (or None) for dynamic ones,
+    or is None for a tensor declared without a shape (any rank).
     ``kind`` is "tensor", or e.g. "sequence" for ONNX values that are not tensors (passed as given)."""
 
     name: str
@@ -54,6 +55,9 @@ def normalize_feed(inputs, metas: list[TensorMeta]) -> dict[str, np.ndarray]:
             feed[name] = value
             continue
         array = _to_numpy(value, name)
+        if meta.shape is None:  # declared without a shape: the runtime checks what the graph needs
+            feed[name] = _cast(array, meta, name)
+            continue
         if len(array.shape) != len(meta.shape):
             raise BadInputError(f"input {name!r} has rank {array.ndim}, the model expects shape {meta.shape}")
         for i, (got, want) in enumerate(zip(array.shape, meta.shape)):

@@ -156,9 +156,14 @@ class OrtSession(Runner):
 
     def __init__(self, model, providers=None, threads: int | None = None, disabled_optimizers=None,
                  optimize: bool = True):
+        model = _load(model)
         self._session = make_inference_session(model, providers, threads, disabled_optimizers, optimize)
         self.disabled_optimizers = tuple(disabled_optimizers or ())
-        self.inputs = [_meta(i) for i in self._session.get_inputs()]
+        # ORT reports [] for an input declared without a shape and for a scalar alike; only the
+        # model tells them apart (shape None: any rank is accepted, ORT checks what the graph needs)
+        shapeless = {v.name for v in model.graph.input
+                     if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")}
+        self.inputs = [_meta(i, i.name in shapeless) for i in self._session.get_inputs()]
         self.outputs = [_meta(o) for o in self._session.get_outputs()]
         # bf16 tensors cannot cross ORT's numpy bridge: such a session runs on OrtValues
         self.needs_ort_values = any(m.dtype is not None and m.dtype.name == "bfloat16"
@@ -251,7 +256,7 @@ def ort_values(feed: dict) -> dict:
     return values
 
 
-def _meta(arg) -> TensorMeta:
+def _meta(arg, shapeless: bool = False) -> TensorMeta:
     import numpy as np
 
     dtype = _ORT_TYPES.get(arg.type)
@@ -259,7 +264,7 @@ def _meta(arg) -> TensorMeta:
         import ml_dtypes
 
         dtype = ml_dtypes.bfloat16
-    shape = tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or ()))
+    shape = None if shapeless else tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or ()))
     # ORT spells types "tensor(float)", "seq(tensor(float))", "map(int64,tensor(float))", "optional(...)"
     kind = {"tensor": "tensor", "seq": "sequence"}.get(arg.type.split("(")[0], arg.type.split("(")[0])
     return TensorMeta(arg.name, np.dtype(dtype) if dtype else None, shape, kind)

@@ -120,8 +120,9 @@ def _meta(value) -> TensorMeta:
 
     tensor = value.type.tensor_type
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else None
-    dims = tensor.shape.dim if tensor.HasField("shape") else ()
-    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+    # no shape field: any rank (TensorMeta), not a scalar
+    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                  for d in tensor.shape.dim) if tensor.HasField("shape") else None
     from lndeploy.onnxfile import value_kind
 
     return TensorMeta(value.name, dtype, shape, value_kind(value))

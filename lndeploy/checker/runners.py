@@ -78,7 +78,7 @@ class SessionRunner(BaseRunner):
         meta = TensorMetadata()
         for m in self.session.inputs:
             meta.add(self._model_name.get(m.name, m.name), dtype=m.dtype,
-                     shape=[d if d is not None else -1 for d in m.shape])
+                     shape=None if m.shape is None else [d if d is not None else -1 for d in m.shape])
         return meta
 
     def infer_impl(self, feed_dict):

@@ -70,6 +70,8 @@ def _compare(model_input, meta, pairing: Pairing) -> None:
                                                 if meta.name != model_input.name else "")
     if model_input.dtype != meta.dtype:
         raise BadInputError(f"{where} is {meta.dtype}, the model's example is {model_input.dtype}")
+    if meta.shape is None:
+        return  # declared without a shape: takes any rank
     if len(model_input.shape) != len(meta.shape):
         raise BadInputError(f"{where} has rank {len(meta.shape)} {_shape(meta.shape)}, the model's example "
                             f"has rank {len(model_input.shape)} {_shape(model_input.shape)}")

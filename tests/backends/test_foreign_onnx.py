@@ -154,3 +154,40 @@ def test_a_sequence_input_is_shown_run_and_refused_where_unsupported(tmp_path, r
         assert np.array_equal(got, items[1]), backend
     result = run_cli("bench", path, "--budget", "0.05")  # was exit 4: KeyError from the input generator
     assert result.code == 3 and "input 's' is a sequence" in result.err, result.err
+
+
+def _shapeless(model):
+    """``model`` with its graph inputs and outputs declared without a shape (ORT runs such files)."""
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.ClearField("shape")
+    return model
+
+
+def test_shapeless_io_passes_the_check_and_any_other_fault_still_fails(tmp_path, run_cli):
+    import onnx
+
+    path = fm.layer_norm(tmp_path / "ln.onnx")
+    onnx.save(_shapeless(onnx.load(str(path))), str(path))
+    result = run_cli("inspect", path)  # was exit 2: onnx's checker wants a shape field on graph I/O
+    assert result.code == 0 and "input x: fp32 any shape (none declared)" in result.out, result.out + result.err
+    x = np.random.default_rng(0).standard_normal((2, 3, 16)).astype(np.float32)
+    assert lndeploy.Session(path).run({"x": x})["y"].shape == (2, 3, 16)
+    broken = onnx.load(str(path))
+    broken.graph.node[0].input[0] = "nowhere"
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    result = run_cli("inspect", tmp_path / "broken.onnx")
+    assert result.code == 2 and "is not a valid ONNX model" in result.err, result.err
+
+
+def test_shapeless_io_with_external_data_is_loaded_and_a_missing_side_file_named(tmp_path):
+    import onnx
+
+    from lndeploy.onnxfile import load_model
+
+    path = fm.with_external_data(tmp_path)
+    model = _shapeless(onnx.load(str(path), load_external_data=False))
+    onnx.save(model, str(path))  # the side file stays as it was
+    assert not load_model(path).graph.input[0].type.tensor_type.HasField("shape")
+    os.rename(tmp_path / "model.onnx.data", tmp_path / "moved.data")
+    with pytest.raises(BadInputError, match="keeps its weights in model.onnx.data"):
+        load_model(path)

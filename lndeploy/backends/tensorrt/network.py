@@ -80,13 +80,15 @@ def prepare_model(onnx_path, runtime: Runtime):
 
     Returns (model, changed, notes): ``changed`` tells whether the in-memory model differs from the file.
     """
-    from lndeploy.onnxfile import load_model
-
-    from lndeploy.onnxfile import non_tensor_inputs
+    from lndeploy.onnxfile import graph_inputs, load_model, non_tensor_inputs
 
     model = load_model(onnx_path)
     for name, kind in non_tensor_inputs(model):  # the parser would assert on the type, after printing
         raise UnavailableError(f"TensorRT takes tensor inputs only; input {name!r} of {onnx_path} is a {kind}")
+    for value in graph_inputs(model):  # the parser fails later on, in an internal assertion
+        if not value.type.tensor_type.HasField("shape"):
+            raise BadInputError(f"TensorRT needs the rank of every input; input {value.name!r} of {onnx_path} is "
+                                "declared without a shape (declare one in the model)")
     notes, changed = [], False
     kept = [f for f in model.functions if not (f.domain == plugin_spec.DOMAIN and f.name == plugin_spec.OP_TYPE)]
     if len(kept) != len(model.functions):
