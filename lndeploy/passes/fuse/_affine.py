@@ -35,7 +35,13 @@ class AffineFold(pattern.RewriteRuleClassBase):
 
     def check(self, context, x, s, p, y, t=None, **_):
         self.check_params(y.producer(), s)
-        geometry(x, y, t)
+        try:
+            rank, out_axes, dims, _ = geometry(x, y, t)
+            C.param_layout(p, rank, out_axes, dims)
+        except C.MatchFailureError as err:
+            if is_parameter(p):  # not for an activation added to the output (LSTM gates): no candidate
+                self.notes.refuse(context.root, self.rule_name, err.reason)
+            raise
         return True
 
     def check_params(self, node, s) -> None:
@@ -54,6 +60,11 @@ class AffineFold(pattern.RewriteRuleClassBase):
         raise NotImplementedError
 
 
+def is_parameter(p) -> bool:
+    """A weight rather than an activation: a constant, or a graph input (a scale fed at run time)."""
+    return p.is_graph_input() or C.const_array(p) is not None
+
+
 def bias_of(node):
     return node.inputs[2] if len(node.inputs) > 2 else None
 
@@ -61,7 +72,10 @@ def bias_of(node):
 def geometry(x, y, t):
     """(rank, output axes of the normalized dims, normalized dims, outer perm or None)."""
     node = y.producer()
-    rank = C.rank_of(x)
+    if x.shape is None:
+        C.fail("the input has no shape, so a scale or bias cannot be shown to have its normalized dims "
+               "(declare the input's shape to fold it)", x)
+    rank = x.shape.rank()
     axis = node.attributes.get_int("axis", -1)
     first = axis + rank if axis < 0 else axis
     dims = C.norm_dims(x, range(first, rank))

@@ -164,16 +164,25 @@ def rank_of(x) -> int:
     return x.shape.rank()
 
 
-def reduce_axes(node, rank: int) -> tuple[int, ...]:
-    """Sorted non-negative axes of a ReduceMean with keepdims=1, from its attribute or its input."""
+def known_rank(x) -> int | None:
+    """x's rank, or None for a value declared without a shape (a shape-less graph input): the rules
+    that only need the trailing axes then work with negative axes (``axes_of_reduce``)."""
+    return None if x.shape is None else x.shape.rank()
+
+
+def reduce_axes(node, rank: int | None) -> tuple[int, ...]:
+    """Sorted axes of a ReduceMean with keepdims=1, from its attribute or its input (see
+    ``axes_of_reduce`` for an unknown rank)."""
     keepdims = node.attributes.get_int("keepdims", 1)
     if keepdims != 1:
         fail("a ReduceMean drops the reduced dims (keepdims=0), so it does not broadcast like LN", node)
     return axes_of_reduce(node, rank)
 
 
-def axes_of_reduce(node, rank: int) -> tuple[int, ...]:
-    """Sorted non-negative axes of a ReduceMean/ReduceSum, from its attribute or its input."""
+def axes_of_reduce(node, rank: int | None) -> tuple[int, ...]:
+    """Sorted axes of a ReduceMean/ReduceSum, from its attribute or its input: non-negative, or for
+    an input of unknown rank (``rank`` None) negative, which the data must then give (axes counted
+    from the front cannot be told trailing or not without the rank)."""
     axes = node.attributes.get_ints("axes", None)
     if len(node.inputs) > 1 and node.inputs[1] is not None:
         array = const_array(node.inputs[1])
@@ -183,18 +192,32 @@ def axes_of_reduce(node, rank: int) -> tuple[int, ...]:
     if not axes:
         if node.attributes.get_int("noop_with_empty_axes", 0):
             fail(f"a {node.op_type} with empty axes and noop_with_empty_axes=1 reduces nothing", node)
+        if rank is None:
+            fail(f"the input's rank is unknown and the {node.op_type} reduces all of its axes", node)
         axes = list(range(rank))
+    if rank is None:
+        return negative_axes(node, axes)
     normalized = sorted({a + rank if a < 0 else a for a in axes})
     if normalized[0] < 0 or normalized[-1] >= rank or len(normalized) != len(axes):
         fail(f"the {node.op_type} axes {list(axes)} are not valid for rank {rank}", node)
     return tuple(normalized)
 
 
-def epsilon_of(eps, rank: int) -> float:
+def negative_axes(node, axes) -> tuple[int, ...]:
+    """``axes`` of an input whose rank is unknown, sorted: all negative, each once."""
+    if any(a >= 0 for a in axes):
+        fail(f"the input's rank is unknown and the {node.op_type} axes {list(axes)} count from the front, "
+             "so they cannot be shown to be the trailing ones (declare the input's shape)", node)
+    if len(set(axes)) != len(axes):
+        fail(f"the {node.op_type} axes {list(axes)} repeat an axis", node)
+    return tuple(sorted(axes))
+
+
+def epsilon_of(eps, rank: int | None) -> float:
     array = const_array(eps)
     if array is None:
         fail("epsilon is not a constant (computed, or a graph input that can be overridden)", eps)
-    if array.size != 1 or array.ndim > rank:
+    if array.size != 1 or array.ndim > max_broadcast_rank(rank):
         fail(f"epsilon has shape {list(array.shape)}, not a scalar", eps)
     value = float(array.reshape(()))
     if not np.isfinite(value) or value < 0:
@@ -221,20 +244,31 @@ def float_dtype(x):
     return dtype
 
 
-def is_trailing(axes: tuple[int, ...], rank: int) -> bool:
+def max_broadcast_rank(rank: int | None) -> int:
+    """The most dims a scalar constant may have without widening x's shape in the broadcast: x's
+    rank, or 1 where it is unknown (a reduction over at least one axis means x has one)."""
+    return 1 if rank is None else rank
+
+
+def is_trailing(axes: tuple[int, ...], rank: int | None) -> bool:
+    if rank is None:  # negative axes (``negative_axes``)
+        return tuple(axes) == tuple(range(-len(axes), 0))
     return tuple(axes) == tuple(range(rank - len(axes), rank))
 
 
 def static_dims(x, axes) -> tuple[int, ...]:
-    dims = [x.shape[a] for a in axes]
-    if not all(isinstance(d, int) for d in dims):
-        fail(f"the normalized dims {[str(d) for d in dims]} are not static", x)
+    dims = norm_dims(x, axes)
+    if not is_static(dims):
+        fail(f"the normalized dims {['?' if d is None else str(d) for d in dims]} are not static", x)
     return tuple(dims)
 
 
 def norm_dims(x, axes) -> tuple:
-    """x's dims along ``axes``: ints, names of symbolic dims, None for unknown ones. LN itself needs
-    none of them (``axis=-k``); only a scale or bias must be shown to have exactly these dims."""
+    """x's dims along ``axes``: ints, names of symbolic dims, None for unknown ones (all of them for
+    an x without a shape). LN itself needs none of them (``axis=-k``); only a scale or bias must be
+    shown to have exactly these dims."""
+    if x.shape is None:
+        return (None,) * len(axes)
     return tuple(dim_of(x.shape[a]) for a in axes)
 
 
@@ -266,7 +300,8 @@ def ones(op, notes: Notes, x, axes, fill: float = 1.0) -> ir.Value:
     picked = op.initializer(ir.tensor(np.array(list(axes), np.int64)), name=notes.fresh_name("norm_axes"))
     value = op.ConstantOfShape(op.Gather(op.Shape(x), picked),
                                value=ir.tensor(np.array([fill], dtype=x.dtype.numpy())))
-    value.type, value.shape = x.type, ir.Shape([x.shape[a] for a in axes])
+    value.type = x.type
+    value.shape = ir.Shape([None] * len(axes) if x.shape is None else [x.shape[a] for a in axes])
     return value
 
 

@@ -43,7 +43,7 @@ def _average(op, t):
 
 @dataclass(frozen=True)
 class Reduction:
-    axes: tuple[int, ...]  # sorted, non-negative, of the reduced input's rank
+    axes: tuple[int, ...]  # sorted, of the reduced input's rank: non-negative, or negative where it is unknown
     kept: bool  # the reduced dims are there (keepdims=1 or put back by Unsqueeze)
     averaged: bool  # divided by N (ReduceMean, or ReduceSum and the division)
     node: object  # the reduce node, for the report
@@ -65,7 +65,7 @@ def reduction(value, x) -> Reduction:
     node = value.producer()
     if node is None or node.domain not in ("", "ai.onnx"):
         C.fail("the statistic is not computed by a reduction")
-    rank = C.rank_of(x)
+    rank = C.known_rank(x)
     if node.op_type in ("ReduceMean", "ReduceSum"):
         kept = node.attributes.get_int("keepdims", 1) == 1
         return Reduction(C.axes_of_reduce(node, rank), kept, node.op_type == "ReduceMean", node)
@@ -76,7 +76,7 @@ def reduction(value, x) -> Reduction:
     C.fail(f"the statistic is computed by {node.op_type}, not a reduction", node)
 
 
-def _unsqueezed(node, x, rank: int) -> Reduction:
+def _unsqueezed(node, x, rank: int | None) -> Reduction:
     inner = reduction(node.inputs[0], x)
     if inner.kept:
         C.fail("an Unsqueeze adds dims to a reduction that kept its own", node)
@@ -86,7 +86,8 @@ def _unsqueezed(node, x, rank: int) -> Reduction:
         axes = None if array is None else array.reshape(-1).tolist()
     if axes is None:
         C.fail("the Unsqueeze axes are not constant", node)
-    put_back = tuple(sorted(a + rank if a < 0 else a for a in axes))
+    # Unsqueeze's axes count in its output, which has x's rank: the same numbering as the reduction's
+    put_back = C.negative_axes(node, axes) if rank is None else tuple(sorted(a + rank if a < 0 else a for a in axes))
     if put_back != inner.axes:
         C.fail(f"the Unsqueeze puts dims back at {list(put_back)}, not at the reduced axes {list(inner.axes)}",
                node)
@@ -101,7 +102,7 @@ def _divided(node, x) -> Reduction:
     inner = reduction(node.inputs[1 - side], x)
     if inner.averaged:
         C.fail("a mean is scaled again (an unbiased variance rescales the biased one)", node)
-    if factor is None or factor.size != 1 or factor.ndim > C.rank_of(x):
+    if factor is None or factor.size != 1 or factor.ndim > C.max_broadcast_rank(C.known_rank(x)):
         C.fail("the sum is divided by something other than a constant scalar", node)
     count = int(np.prod(C.static_dims(x, inner.axes)))
     value = float(factor.reshape(()))

@@ -72,6 +72,14 @@ class Graph:
         return model
 
 
+def shapeless_model(g: Graph, *outputs: str, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+    """``g``'s model with outputs declared without a shape, as some exporters write them (ONNX's
+    checker wants one; ONNX Runtime loads such files)."""
+    graph = helper.make_graph(g.nodes, "g", g.inputs, [helper.make_tensor_value_info(o, dtype, None) for o in outputs],
+                              g.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", g.opset)], ir_version=10)
+
+
 def square(g: Graph, d: str, how: str = "pow", exponent: float = 2.0) -> str:
     return g.op("Pow", d, g.const(exponent)) if how == "pow" else g.op("Mul", d, d)
 

@@ -30,8 +30,9 @@ class ChannelFirstFusion(StatsNormFusion):
     rule_name = NAME
 
     def check_axes(self, x, axes) -> None:
-        if C.is_trailing(axes, C.rank_of(x)):
+        if C.is_trailing(axes, C.known_rank(x)):
             raise C.NotOurs("the axes are trailing: the layer_norm rule's case")
+        C.rank_of(x)  # the Transpose's perm needs the rank: refused (with that reason) where it is unknown
 
     def rewrite(self, op, x, eps, mean, var, num, **_):
         rank = C.rank_of(x)

@@ -73,7 +73,7 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
             C.check_exponents(p2, half, minus_half, one, p2_mean)
             axes = S.stats_axes(x, mean, var, var_centre)
             self.check_axes(x, axes)
-            C.epsilon_of(eps, C.rank_of(x))
+            C.epsilon_of(eps, C.known_rank(x))
         except C.NotOurs:
             raise
         except C.MatchFailureError as err:
@@ -82,13 +82,12 @@ class StatsNormFusion(pattern.RewriteRuleClassBase):
         return True
 
     def check_axes(self, x, axes) -> None:
-        if not C.is_trailing(axes, C.rank_of(x)):
+        if not C.is_trailing(axes, C.known_rank(x)):
             raise C.NotOurs(f"axes {list(axes)} are not the trailing axes: the channel-first rule's case")
 
     def rewrite(self, op, x, eps, mean, var, num, wide=None, **_):
-        rank = C.rank_of(x)
         axes = S.stats_axes(x, mean, var)
-        epsilon = C.epsilon_of(eps, rank)
+        epsilon = C.epsilon_of(eps, C.known_rank(x))
         scale = self.scale(op, x, axes, num)
         y = C.typed(op.LayerNormalization(x, scale, axis=-len(axes), epsilon=epsilon, stash_type=1), x)
         return widened(op, y, wide)

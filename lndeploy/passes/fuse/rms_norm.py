@@ -41,7 +41,7 @@ class RmsNormFusion(pattern.RewriteRuleClassBase):
         try:
             C.float_dtype(x)
             C.check_exponents(p2, half, minus_half, one)
-            rank = C.rank_of(x)
+            rank = C.known_rank(x)
             axes = C.reduce_axes(ms.producer(), rank)
             if not C.is_trailing(axes, rank):
                 C.fail(f"RMS norm over the non-trailing axes {list(axes)}", ms.producer())
@@ -57,7 +57,7 @@ class RmsNormFusion(pattern.RewriteRuleClassBase):
         return True
 
     def rewrite(self, op, x, eps, ms, **_):
-        rank = C.rank_of(x)
+        rank = C.known_rank(x)
         axes = C.reduce_axes(ms.producer(), rank)
         scale = C.ones(op, self.notes, x, axes)
         return op.RMSNormalization(x, scale, axis=-len(axes), epsilon=C.epsilon_of(eps, rank), stash_type=1)
