@@ -140,7 +140,7 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     import onnx_ir as ir
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-    from lndeploy.passes.fuse import _common, _prepare
+    from lndeploy.passes.fuse import _common, _prepare, _unmatched
 
     counts = dict.fromkeys(RULE_ORDER, 0)
     # an LN below opset 17 (as ONNX Runtime's optimizer writes it) is kept, at opset 17
@@ -155,9 +155,10 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
         counts[rule_name] = module.rules(refusals).apply_to_model(model)
     if not any(counts.values()) and not raise_opset:
         notes.clear()
-        return source, counts, refusals.left()
+        return source, counts, refusals.left() + _unmatched.unmatched(model, refusals.roots())
     RemoveUnusedNodesPass()(model)  # the eps/exponent Constant nodes the matches left behind
-    return ir.serde.serialize_model(model), counts, refusals.left()
+    left = refusals.left() + _unmatched.unmatched(model, refusals.roots())
+    return ir.serde.serialize_model(model), counts, left
 
 
 def _to_plugin(model, counts: dict, unconverted: list):

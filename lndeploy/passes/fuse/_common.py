@@ -39,6 +39,10 @@ class Notes:
     def refuse(self, node, rule: str, reason: str) -> None:
         self.refused.setdefault(node, (rule, reason))
 
+    def roots(self) -> list:
+        """The nodes refused matches ended at that are still in the graph."""
+        return [n for n in self.refused if n.graph is not None]
+
     def left(self) -> list[dict]:
         """Refusals whose candidate is still in the graph (no later rule fused it)."""
         return [{"node": n.name or n.op_type, "rule": rule, "reason": reason}

@@ -113,19 +113,24 @@ def _divided(node, x) -> Reduction:
     return replace(inner, averaged=True)
 
 
+# what may sit between a reduction and a statistic of its input: mean_of's Unsqueeze/Div/Mul, and the
+# Reshape/Expand/Cast/Identity of spellings no rule matches (``_unmatched``)
+STATISTIC_STEPS = frozenset({"Unsqueeze", "Div", "Mul", "Reshape", "Expand", "Cast", "Identity"})
+
+
 def reduces(value, t) -> bool:
-    """True when ``value`` comes out of a ReduceMean or ReduceSum of ``t`` (through Unsqueeze,
-    Div, Mul): a statistic of ``t``, whether or not it is exactly its mean."""
+    """True when ``value`` comes out of a ReduceMean or ReduceSum of ``t`` (through STATISTIC_STEPS):
+    a statistic of ``t``, whether or not it is exactly its mean."""
     node = value.producer() if value is not None else None
     for _ in range(4):  # the longest chain mean_of matches: Unsqueeze(Div(Unsqueeze(ReduceSum)))
         if node is None or node.domain not in ("", "ai.onnx"):
             return False
         if node.op_type in ("ReduceMean", "ReduceSum"):
             return node.inputs[0] is t
-        if node.op_type not in ("Unsqueeze", "Div", "Mul"):
+        if node.op_type not in STATISTIC_STEPS:
             return False
         producers = [v.producer() for v in node.inputs if v is not None and v.producer() is not None]
-        node = next((p for p in producers if p.op_type in ("ReduceMean", "ReduceSum", "Unsqueeze")), None)
+        node = next((p for p in producers if p.op_type in STATISTIC_STEPS | {"ReduceMean", "ReduceSum"}), None)
     return False
 
 

@@ -138,10 +138,10 @@ def with_eps(make_eps):
 
 
 NOT_CONSTANT = "epsilon is not a constant"
-NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the pattern does not match at all)
+NEAR_MISSES = {  # name -> (build, reason the rule gives; where no pattern matches, the unmatched-centring note)
     "variance over N-1 (ReduceSum)": (near_miss_unbiased_sum, "divided by 15, not by 16"),
-    "variance over N-1 (rescaled mean)": (near_miss_unbiased_rescaled, None),
-    "eps added after Sqrt": (near_miss_eps_after_sqrt, None),
+    "variance over N-1 (rescaled mean)": (near_miss_unbiased_rescaled, "no LayerNorm spelling the rules know"),
+    "eps added after Sqrt": (near_miss_eps_after_sqrt, "no LayerNorm spelling the rules know"),
     "eps a graph input": (with_eps(lambda g, x: g.input("eps", [])), NOT_CONSTANT),
     "eps an overridable initializer": (with_eps(lambda g, x: g.input(g.const(EPS, name="eps_init"), [])),
                                        NOT_CONSTANT),

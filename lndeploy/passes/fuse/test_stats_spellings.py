@@ -140,7 +140,7 @@ NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the patt
     "keepdims=0 for the variance, Unsqueeze at another axis": (variance_put_back_wrong,
                                                                "puts dims back at [0]"),
     "square of (m2 - x), m2 over another axis": (other_mean_in_the_square, "the mean is over axes"),
-    "square of (mean - 2x)": (other_tensor_in_the_square, None),
+    "square of (mean - 2x)": (other_tensor_in_the_square, "no LayerNorm spelling the rules know"),
 }
 
 

@@ -114,10 +114,10 @@ def gamma_along_batch(g, x):
 
 
 NEAR_MISSES = {  # name -> (build, reason the rule gives, or None where the pattern does not match at all)
-    "unbiased variance (rescaled)": (lambda g, x: tf_ln(g, x, [-1], var_divisor=16 / 15), None),
+    "unbiased variance (rescaled)": (lambda g, x: tf_ln(g, x, [-1], var_divisor=16 / 15), "no LayerNorm spelling the rules know"),
     "variance over another axis": (lambda g, x: tf_ln(g, x, [-1], var_axes=[-2]), "the mean is over axes"),
     "eps a graph input": (lambda g, x: tf_ln(g, x, [-1], eps=g.input("eps", [])), "epsilon is not a constant"),
-    "the shift uses another inv": (other_inv_in_the_shift, None),
+    "the shift uses another inv": (other_inv_in_the_shift, "no LayerNorm spelling the rules know"),
     "gamma varies along the batch axis": (gamma_along_batch, "varies along a non-normalized axis"),
 }
 
