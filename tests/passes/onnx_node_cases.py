@@ -1,4 +1,5 @@
-"""The ONNX standard's own LayerNormalization node test cases (``test_layer_normalization_*``).
+"""The ONNX standard's own LayerNormalization and RMSNormalization node test cases
+(``test_layer_normalization_*``, ``test_rms_normalization_*``).
 
 From the data folder that some onnx wheels ship (``onnx/backend/test/data/node``); where the wheel
 has only the generators (``onnx/backend/test/case/node/layernormalization.py``, as here), from them:
@@ -37,13 +38,22 @@ class Case:
 def layer_norm_cases() -> dict:
     """name -> Case. An onnx version whose wheel has neither the data nor the generators (a private
     API) raises here, so that the 80 tests built on these cases fail instead of silently vanishing."""
+    return node_cases("LayerNormalization", "layer_normalization", "layernormalization", least=10)  # 57 in 1.23
+
+
+def rms_norm_cases() -> dict:
+    """name -> Case for ONNX's RMSNormalization node tests (opset 23; 38 in onnx 1.23)."""
+    return node_cases("RMSNormalization", "rms_normalization", "rmsnormalization", least=10)
+
+
+def node_cases(op_type: str, stem: str, module: str, least: int) -> dict:
     import onnx
 
     root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test")
-    folders = sorted(glob.glob(os.path.join(root, "data", "node", "test_layer_normalization_*")))
-    cases = {os.path.basename(f): _from_folder(f) for f in folders} if folders else _generated()
-    if len(cases) < 10:  # 57 with onnx 1.23
-        raise RuntimeError(f"only {len(cases)} ONNX LayerNormalization node test cases found under {root}")
+    folders = sorted(glob.glob(os.path.join(root, "data", "node", f"test_{stem}_*")))
+    cases = {os.path.basename(f): _from_folder(f) for f in folders} if folders else _generated(op_type, module)
+    if len(cases) < least:
+        raise RuntimeError(f"only {len(cases)} ONNX {op_type} node test cases found under {root}")
     return cases
 
 
@@ -59,19 +69,20 @@ def _from_folder(folder: str) -> Case:
                 tensors("input"), tensors("output"))
 
 
-def _generated() -> dict:
-    from onnx.backend.test.case import node as registry
-    from onnx.backend.test.case.node.layernormalization import LayerNormalization
+def _generated(op_type: str, module: str) -> dict:
+    import importlib
 
+    from onnx.backend.test.case import node as registry
+
+    generator = getattr(importlib.import_module(f"onnx.backend.test.case.node.{module}"), op_type)
     saved = registry._TargetOpType, list(registry._NodeTestCases), dict(registry._existing_names)
-    registry._TargetOpType = "LayerNormalization"
+    registry._TargetOpType = op_type
     del registry._NodeTestCases[:]
     registry._existing_names.clear()
     try:
         np.random.seed(0)  # the generators draw from numpy's global generator
-        for export in (LayerNormalization.export, LayerNormalization.export_default_axis,
-                       LayerNormalization.export2d, LayerNormalization.export3d_epsilon):
-            export()
+        for name in sorted(n for n in vars(generator) if n.startswith("export")):
+            getattr(generator, name)()
         made = list(registry._NodeTestCases)
     finally:
         registry._TargetOpType = saved[0]

@@ -9,11 +9,12 @@ from onnx import helper
 from lndeploy.backends.onnxruntime import OrtSession
 from lndeploy.passes.fuse import histogram
 from lndeploy.pipeline import fuse
-from tests.passes.onnx_node_cases import layer_norm_cases
+from tests.passes.onnx_node_cases import layer_norm_cases, rms_norm_cases
 
 CASES = layer_norm_cases()
 EXPANDED = sorted(n for n in CASES if "_expanded" in n)
 NATIVE = sorted(n for n in CASES if "_expanded" not in n)
+RMS_CASES = rms_norm_cases()
 ATOL = 1e-5
 
 
@@ -69,3 +70,17 @@ def test_layer_norm_nodes_to_plugin(name):
     result = fuse(y_only.model, to="plugin")
     assert histogram(result.model) == {"lndeploy.LndeployLayerNorm": 1} and not result.unconverted
     assert_reproduces(y_only, result.model)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in RMS_CASES if "_expanded" in n) or ["none"])
+def test_expanded_rms_function_becomes_one_rms_norm(name):
+    """ONNX's RMSNormalization function body (opset 23): ``XU = Cast(X)`` to the statistics type,
+    axes ``Range(axis, Size(Shape(X)))`` (folded: X's rank is known), eps ``Cast(Constant)``, the
+    root, ``Cast`` back, ``* W``: one RMSNormalization on X with scale W, nothing else."""
+    case = RMS_CASES[name]
+    result = fuse(case.model)
+    assert histogram(result.model) == {"RMSNormalization": 1}, histogram(result.model)
+    assert result.counts["rms_norm"] == 1 and result.counts["ln_scale"] == 1 and not result.unconverted
+    (node,) = result.model.graph.node
+    assert list(node.input) == ["X", "W"]
+    assert_reproduces(case, result.model)

@@ -107,6 +107,10 @@ def const_array(value, depth: int = 0) -> np.ndarray | None:
     node = value.producer()
     if array is not None or node is None or node.domain not in ("", "ai.onnx") or depth > FOLD_DEPTH:
         return array
+    if node.op_type == "Shape":
+        return _static_shape(node)
+    if node.op_type == "Size" and (length := _shape_length(node.inputs[0])) is not None:
+        return np.array(length, np.int64)
     if node.op_type == "CastLike" and (source := const_array(node.inputs[0], depth + 1)) is not None:
         like = node.inputs[1].dtype if len(node.inputs) > 1 and node.inputs[1] is not None else None
         return source.astype(like.numpy()) if like is not None and like in FLOAT_TYPES else None
@@ -120,10 +124,37 @@ def const_array(value, depth: int = 0) -> np.ndarray | None:
     return _evaluate(node, inputs, value)
 
 
+def _static_shape(node) -> np.ndarray | None:
+    """``Shape(x)`` where x's dims (in its start/end slice) are all static."""
+    dims = _shape_slice(node)
+    return np.array(dims, np.int64) if dims is not None and is_static(dims) else None
+
+
+def _shape_length(value) -> int | None:
+    """The length of ``value`` = ``Shape(x)`` where x's rank is known (its dims need not be): ONNX's
+    function bodies compute axes as ``Range(axis, Size(Shape(X)))`` (RMSNormalization's expanded tests)."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "Shape" or node.domain not in ("", "ai.onnx"):
+        return None
+    dims = _shape_slice(node)
+    return None if dims is None else len(dims)
+
+
+def _shape_slice(shape_node) -> list | None:
+    """The dims of ``Shape(x)``'s output (its start/end attributes applied), or None for an x of unknown rank."""
+    x = shape_node.inputs[0]
+    if x is None or x.shape is None:
+        return None
+    dims = [dim_of(d) for d in x.shape]
+    start = shape_node.attributes.get_int("start", 0)
+    end = shape_node.attributes.get_int("end", len(dims))
+    return dims[slice(start, end)]  # Python's slice clamps and counts negatives from the end, as ONNX does
+
+
 # the ops a constant eps, exponent or axes subgraph is made of (evaluated where all inputs are constant)
 FOLDABLE = frozenset({"Constant", "Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat",
                       "Gather", "Slice", "Expand", "ConstantOfShape", "Range", "Neg", "Abs", "Add", "Sub", "Mul",
-                      "Div", "Pow", "Sqrt", "Reciprocal"})
+                      "Div", "Pow", "Sqrt", "Reciprocal", "Size"})
 FOLD_DEPTH = 8
 FOLD_MAX_ELEMENTS = 4096
 

@@ -12,6 +12,12 @@ through a wider type:
 
 which is exact (every value of T is one of W), and is what the mixed-precision LayerNorm spelling
 leaves once the layer_norm rule fused it (``Cast(LN(x), to=W)`` where the graph casts back to T).
+And a Cast into the node that does not change the type:
+
+    z = N(Cast(x, to=T), ...)       T x's own element type                 ->   z = N(x, ...)
+
+ONNX's RMSNormalization function body casts X to the statistics type first (``XU = Cast(X)``), and
+for a float X of that type the Cast is the identity; only a single-output node is rewritten.
 A Cast that changes the type (an fp16 model with fp32 statistics) is a real conversion and stays.
 """
 
@@ -58,5 +64,27 @@ class WideningRoundTrip(NoOpCastAfterNorm):
         return True
 
 
+class NoOpCastBeforeNorm(pattern.RewriteRuleClassBase):
+    def __init__(self, norm_op: str, notes: C.Notes):
+        super().__init__(f"{NAME}[{norm_op},input]")
+        self.norm_op, self.notes = norm_op, notes
+
+    def pattern(self, op, x):
+        return getattr(op, self.norm_op)(op.Cast(x, _outputs=["c"]), _allow_other_inputs=True, _outputs=["y"])
+
+    def check(self, context, x, c, y, **_):
+        if x.dtype is None or c.producer().attributes.get_int("to", 0) != x.dtype.value:
+            C.fail("the Cast changes the type")
+        if len(y.producer().outputs) != 1:
+            C.fail("the node has statistics outputs too")
+        return True
+
+    def rewrite(self, op, x, y, **_):
+        node = y.producer()
+        attrs = {k: v.value for k, v in node.attributes.items()}
+        return C.typed(getattr(op, self.norm_op)(x, *node.inputs[1:], **attrs), y)
+
+
 def rules(notes: C.Notes) -> pattern.RewriteRuleSet:
-    return pattern.RewriteRuleSet([NoOpCastAfterNorm.rule(notes), WideningRoundTrip.rule(notes)])
+    return pattern.RewriteRuleSet([NoOpCastAfterNorm.rule(notes), WideningRoundTrip.rule(notes),
+                                   *(NoOpCastBeforeNorm.rule(n, notes) for n in NORM_OPS)])

@@ -1,5 +1,6 @@
 """The no_op_cast rule: a Cast to the type the normalization already has goes, so the scale and bias
-behind it fold; a Cast that converts (fp32 statistics -> fp16) stays."""
+behind it fold, and so does a Cast into it that keeps x's type; a Cast that converts (fp32
+statistics -> fp16, fp16 x -> fp32) stays."""
 
 import numpy as np
 from onnx import TensorProto
@@ -36,3 +37,18 @@ def test_cast_that_converts_stays():
     got = T.run(result.model, feed)[y]
     assert T.max_abs(got, T.ref_layer_norm(feed["x"], [-1], EPS).astype(np.float16)) <= 4e-3
     assert T.max_abs(got, got.astype(np.float16)) == 0  # went through fp16
+
+
+def test_same_type_cast_into_the_node_goes_and_a_converting_one_stays():
+    """ONNX's RMSNormalization function body casts X to the statistics type first: for an X of that
+    type it is the identity. From fp16 it converts, and stays."""
+    for x_type, kept in ((TensorProto.FLOAT, {}), (TensorProto.FLOAT16, {"Cast": 2})):
+        g = T.Graph(17)
+        x = g.input("x", ["batch", 16], x_type)
+        y = T.layer_norm(g, g.op("Cast", x, to=TensorProto.FLOAT), [-1], eps=EPS)
+        model = g.model(g.op("Cast", y, to=x_type), dtype=x_type)
+        result = fuse(model)
+        assert T.ops(result.model) == {"LayerNormalization": 1, **kept}, T.ops(result.model)
+        feed = {"x": T.normal(3, 16).astype(np.float32 if x_type == TensorProto.FLOAT else np.float16)}
+        got = T.run(result.model, feed)[result.model.graph.output[0].name]
+        assert T.max_abs(got, T.ref_layer_norm(feed["x"], [-1], EPS)) <= (1e-5 if not kept else 4e-3)

@@ -35,6 +35,9 @@ FOLDABLE = {
     "exponent Cast(int 2)": {"exponent": lambda g, x: g.op("Cast", g.const(2, np.int64), to=TensorProto.FLOAT)},
     "axes Reshape(Constant, Constant)": {"axes": lambda g, x: g.op("Reshape", g.const([-1], np.int64),
                                                                    g.const([1], np.int64))},
+    # Shape(x) of an x whose dims are static: [16] - 17 = [-1]
+    "axes from Shape(x, start=-1)": {"axes": lambda g, x: g.op("Sub", g.op("Shape", x, start=-1),
+                                                               g.const([17], np.int64))},
 }
 
 
@@ -82,3 +85,27 @@ def test_double_eps_the_attribute_holds_within_1e_3_fuses():
     result = fuse(model)
     assert T.ops(result.model) == {"LayerNormalization": 1}
     assert T.attrs(T.node(result.model, "LayerNormalization"))["epsilon"] == pytest.approx(1e-12, rel=1e-3)
+
+
+def rank_axes(g, x):
+    """ONNX's RMSNormalization function body: axes = Range(axis, Size(Shape(x)), 1), here axis = rank - 1."""
+    rank = g.op("Size", g.op("Shape", x))
+    return g.op("Range", g.op("Sub", rank, g.const(1, np.int64)), rank, g.const(1, np.int64))
+
+
+def test_axes_from_the_rank_fold_where_only_the_rank_is_known():
+    """Size(Shape(x)) is x's rank even where its dims are symbolic; without any shape it is unknown."""
+    g = T.Graph(18)
+    x = g.input("x", ["batch", "n"])
+    ax = rank_axes(g, x)
+    d = g.op("Sub", x, g.op("ReduceMean", x, ax))
+    y = g.op("Div", d, g.op("Sqrt", g.op("Add", g.op("ReduceMean", g.op("Mul", d, d), ax), g.const(1e-5))))
+    result = fuse(T.shapeless_model(g, y))  # the output's rank is unknown to shape inference: Range
+    assert T.ops(result.model)["LayerNormalization"] == 1 and "ReduceMean" not in T.ops(result.model)
+    x_value = T.normal(3, 7)
+    want = T.ref_layer_norm(x_value, [-1], 1e-5)
+    assert T.max_abs(T.run(result.model, {"x": x_value})[y], want) <= 1e-5 * np.abs(want).max()
+    g.inputs[0] = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)  # the same graph, shape-less x
+    shapeless = T.shapeless_model(g, y)
+    result = fuse(shapeless)
+    assert result.model == shapeless and "the ReduceMean axes are not constant" in result.unconverted[0]["reason"]
