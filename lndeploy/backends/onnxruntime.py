@@ -90,7 +90,8 @@ def make_inference_session(model, providers=None, threads: int | None = None, di
                            optimize: bool = True):
     """``disabled_optimizers``: names of ORT graph transformers to skip (e.g. "SkipLayerNormFusion").
     ``optimize=False`` runs the graph as written (no ORT graph rewrites at all): the reference side of
-    a rewrite's verification, which ORT's own LayerNorm fusion would otherwise blur."""
+    a rewrite's verification, which ORT's own LayerNorm fusion would otherwise blur. ``model`` is a
+    ModelProto as ``_load`` gives it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -100,7 +101,6 @@ def make_inference_session(model, providers=None, threads: int | None = None, di
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    model = _load(model)
 
     disabled = list(disabled_optimizers or ()) + [n for n in _crashing_optimizers(model) if n not in
                                                   (disabled_optimizers or ())]

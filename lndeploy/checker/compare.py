@@ -30,7 +30,7 @@ def compare(spec, artifact: str, backend: str, tol, samples: int | None, seed: i
     pairing = pair_inputs(spec, session.inputs)
     output_names = session.output_names
     skipped = []
-    runners = [artifact_runner(session, backend, pairing.names), TorchRunner(spec, output_names)]
+    runners = [artifact_runner(session, backend, pairing.names, pairing.ranks), TorchRunner(spec, output_names)]
     if budget is not None:
         if budget.pending:
             budget.measure(spec, runnable_schedule(spec, samples, seed, pairing.pinned, [], given))

@@ -64,9 +64,11 @@ class SessionRunner(BaseRunner):
     """Runs an artifact through an open ``lndeploy.Session`` (ONNX Runtime, reference evaluator,
     TensorRT), which its owner closes: activating this runner for each input set costs nothing."""
 
-    def __init__(self, session, name: str, names: dict | None = None):
+    def __init__(self, session, name: str, names: dict | None = None, ranks: dict | None = None):
         super().__init__(name=name, prefix="lndeploy-runner")
         self.session = session
+        # artifact input declared without a shape -> the rank it is fed at (Polygraphy needs a shape)
+        self._ranks = ranks or {}
         # model input name -> artifact input name: the feeds carry the model's names
         self._names = names or {}
         self._model_name = {v: k for k, v in self._names.items()}
@@ -77,8 +79,8 @@ class SessionRunner(BaseRunner):
     def get_input_metadata_impl(self):
         meta = TensorMetadata()
         for m in self.session.inputs:
-            meta.add(self._model_name.get(m.name, m.name), dtype=m.dtype,
-                     shape=None if m.shape is None else [d if d is not None else -1 for d in m.shape])
+            shape = [-1] * self._ranks[m.name] if m.shape is None else [d if d is not None else -1 for d in m.shape]
+            meta.add(self._model_name.get(m.name, m.name), dtype=m.dtype, shape=shape)
         return meta
 
     def infer_impl(self, feed_dict):
@@ -100,7 +102,7 @@ class SessionRunner(BaseRunner):
         pass
 
 
-def artifact_runner(session, backend: str, names: dict | None = None) -> BaseRunner:
+def artifact_runner(session, backend: str, names: dict | None = None, ranks: dict | None = None) -> BaseRunner:
     """The runner for the deployed artifact. A full-TensorRT engine runs through Polygraphy's own
     ``TrtRunner`` (``session``, an lndeploy ``TrtSession``, has already checked the sidecar, the GPU
     and registered the plugin). Polygraphy's runner imports ``tensorrt`` only, so TensorRT-RTX
@@ -115,4 +117,4 @@ def artifact_runner(session, backend: str, names: dict | None = None) -> BaseRun
                                 f"{sorted(names)}: rebuild it from an ONNX file with the model's input names")
 
         return TrtRunner(EngineFromBytes(session.runner.path.read_bytes()), name="tensorrt")
-    return SessionRunner(session, name=backend, names=names)
+    return SessionRunner(session, name=backend, names=names, ranks=ranks)

@@ -25,6 +25,8 @@ from lndeploy.errors import BadInputError
 class Pairing:
     names: dict  # model input name -> artifact input name, for the inputs the artifact takes
     pinned: dict = field(default_factory=dict)  # dynamic dim label -> the size the artifact fixes
+    # artifact input declared without a shape -> the rank the model's example gives it
+    ranks: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
 
@@ -70,8 +72,9 @@ def _compare(model_input, meta, pairing: Pairing) -> None:
                                                 if meta.name != model_input.name else "")
     if model_input.dtype != meta.dtype:
         raise BadInputError(f"{where} is {meta.dtype}, the model's example is {model_input.dtype}")
-    if meta.shape is None:
-        return  # declared without a shape: takes any rank
+    if meta.shape is None:  # declared without a shape: takes any rank, so the model's
+        pairing.ranks[meta.name] = len(model_input.shape)
+        return
     if len(model_input.shape) != len(meta.shape):
         raise BadInputError(f"{where} has rank {len(meta.shape)} {_shape(meta.shape)}, the model's example "
                             f"has rank {len(model_input.shape)} {_shape(model_input.shape)}")

@@ -111,8 +111,9 @@ def _tensor(value, path: Path) -> Tensor:
 
     tensor = value.type.tensor_type
     if not tensor.HasField("shape"):
-        raise BadInputError(f"{path}: {value.name!r} has no shape in the graph; run shape inference "
-                            "(onnx.shape_inference) and save the model again")
+        raise BadInputError(f"{path}: {value.name!r} has no shape in the graph (Triton's config needs its dims): "
+                            "declare one for an input; for an output, run shape inference (onnx.shape_inference) "
+                            "and save the model again")
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
     return Tensor(value.name, dtype, tuple(onnx_dim(value.name, i, d) for i, d in enumerate(tensor.shape.dim)))
 

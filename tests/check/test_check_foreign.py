@@ -9,6 +9,8 @@ import warnings
 import pytest
 import torch
 
+from tests.conftest import zoo_model
+
 MODEL = textwrap.dedent("""
     import torch
     from torch import nn
@@ -67,3 +69,21 @@ def test_legacy_export_with_names_in_the_wrong_order_is_bad_input(run_cli, model
     assert result.code == 2, result.err
     assert result.err.strip().count("\n") == 0
     assert "artifact input 'y' has dim 1 = 16, the model's example has 8" in result.err
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnx-reference"])
+def test_an_artifact_declared_without_shapes_is_checked_at_the_model_s_ranks(run_cli, zoo_export, tmp_path, backend):
+    """Inputs and outputs without a shape field (any rank; ORT runs such files): the feeds take the
+    model's example ranks. Was an internal error (Polygraphy's coercion got no shape)."""
+    import onnx
+
+    model = onnx.load(zoo_export("transformer").path)
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.ClearField("shape")
+    path = tmp_path / "shapeless.onnx"
+    onnx.save(model, str(path))
+    report = tmp_path / "report.json"
+    result = run_cli("check", zoo_model("transformer"), "--onnx", path, "--backend", backend, "--report", report)
+    assert result.code == 0, result.err
+    outputs = json.loads(report.read_text())["outputs"]
+    assert outputs and all(o["max_abs"] <= 1e-4 for o in outputs.values()), outputs

@@ -158,6 +158,9 @@ def test_cli_fuse_and_inspect_say_what_happened(tmp_path, run_cli):
     built = run_cli("build", tmp_path / "fused.onnx", "-o", tmp_path / "fused.engine")
     assert built.code == 2 and "declared without a shape" in built.err and len(built.err.splitlines()) == 1
     assert not (tmp_path / "fused.engine").exists()
+    packaged = run_cli("package", tmp_path / "fused.onnx", "--triton-repo", tmp_path / "repo")
+    assert packaged.code == 2 and "has no shape in the graph" in packaged.err, packaged.err
+    assert not (tmp_path / "repo" / "fused").exists()
 
 
 def test_inputs_cannot_be_generated_for_a_shapeless_input():
