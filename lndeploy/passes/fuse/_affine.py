@@ -15,6 +15,7 @@ from __future__ import annotations
 from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _constants as K
 
 
 class AffineFold(pattern.RewriteRuleClassBase):
@@ -62,7 +63,7 @@ class AffineFold(pattern.RewriteRuleClassBase):
 
 def is_parameter(p) -> bool:
     """A weight rather than an activation: a constant, or a graph input (a scale fed at run time)."""
-    return p.is_graph_input() or C.const_array(p) is not None
+    return p.is_graph_input() or K.const_array(p) is not None
 
 
 def bias_of(node):

@@ -17,8 +17,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchFailureError
 
-# the constant reader lives in its own module; the rules reach it as _common's, with the pattern pieces
-from lndeploy.passes.fuse._constants import FLOAT_TYPES, const_array, dim_of, is_static  # noqa: F401
+from lndeploy.passes.fuse._constants import FLOAT_TYPES, const_array, dim_of, is_static
 
 # the forms of ``num / sqrt(var + eps)``: Div by the root, or Mul by its reciprocal on either side
 FORMS = ("div", "mul", "mul_swapped")

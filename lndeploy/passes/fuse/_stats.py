@@ -19,6 +19,7 @@ import numpy as np
 from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _constants as K
 
 ANY = pattern.ANY_VALUE
 # 1/N rounded to fp32 is within half an fp32 ulp; one ulp leaves room for a constant computed as
@@ -82,7 +83,7 @@ def _unsqueezed(node, x, rank: int | None) -> Reduction:
         C.fail("an Unsqueeze adds dims to a reduction that kept its own", node)
     axes = node.attributes.get_ints("axes", None)
     if len(node.inputs) > 1 and node.inputs[1] is not None:
-        array = C.const_array(node.inputs[1])
+        array = K.const_array(node.inputs[1])
         axes = None if array is None else array.reshape(-1).tolist()
     if axes is None:
         C.fail("the Unsqueeze axes are not constant", node)
@@ -96,7 +97,7 @@ def _unsqueezed(node, x, rank: int | None) -> Reduction:
 
 def _divided(node, x) -> Reduction:
     """ReduceSum / N or ReduceSum * (1/N): the constant must be exactly that N."""
-    constants = [C.const_array(v) for v in node.inputs]
+    constants = [K.const_array(v) for v in node.inputs]
     side = 1 if node.op_type == "Div" or constants[1] is not None else 0
     factor = constants[side]
     inner = reduction(node.inputs[1 - side], x)

@@ -25,6 +25,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _constants as K
 from lndeploy.passes.fuse import _stats as S
 
 NAME = "ln_stats_outputs"
@@ -121,13 +122,13 @@ def _first_axis(ln) -> int | None:
 
 def _stat_dims(ln) -> list:
     x, first = ln.inputs[0], _first_axis(ln)
-    return [C.dim_of(d) for d in list(x.shape)[:first]] + [1] * (x.shape.rank() - first)
+    return [K.dim_of(d) for d in list(x.shape)[:first]] + [1] * (x.shape.rank() - first)
 
 
 def _same_dims(value, dims) -> bool:
     if value.shape is None:
         return False
-    have = [C.dim_of(d) for d in value.shape]
+    have = [K.dim_of(d) for d in value.shape]
     return len(have) == len(dims) and all(h is not None and h == d for h, d in zip(have, dims))
 
 

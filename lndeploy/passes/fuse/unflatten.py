@@ -24,6 +24,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
+from lndeploy.passes.fuse import _constants as K
 
 NAME = "unflatten_layer_norm"
 
@@ -79,7 +80,7 @@ class UnflattenFusion(pattern.RewriteRuleClassBase):
         source = _unreshaped(param, dims)
         if source is not None:
             return source
-        array = C.const_array(param)
+        array = K.const_array(param)
         name = self.notes.fresh_name(param.name or "param")
         if array is not None:
             return op.initializer(ir.tensor(np.ascontiguousarray(array.reshape(dims))), name=name)
