@@ -11,8 +11,9 @@ from lndeploy.fileio import atomic_path
 _TWO_GIB = 2**31 - 1
 
 
-def load_model(path: str | os.PathLike, load_external_data: bool = True):
-    """Read an ONNX file; a missing, corrupt or truncated file raises ``BadInputError``."""
+def load_model(path: str | os.PathLike, load_external_data: bool = True, notes: list | None = None):
+    """Read an ONNX file; a missing, corrupt or truncated file raises ``BadInputError``. Nodes out of
+    topological order are sorted (``sort_nodes``), with a line in ``notes`` when given."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -29,8 +30,11 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
     if not model.graph.node and not model.graph.output:
         raise BadInputError(f"{path} is not a readable ONNX file (empty or truncated graph)")
     side_files = external_data_files(model)
+    reordered = sort_nodes(model.graph)
+    if notes is not None:
+        notes.extend(sorted_note(name) for name in reordered)
     try:
-        _check(model, path, side_files)
+        _check(model, path, side_files, path_is_model=not reordered)
     except Exception as err:  # onnx raises several unrelated types here
         first = first_line(err)
         missing = [f for f in side_files if not (path.parent / f).is_file()]
@@ -43,18 +47,18 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True):
     return model
 
 
-def _check(model, path: Path, side_files: list) -> None:
+def _check(model, path: Path, side_files: list, path_is_model: bool) -> None:
     """ONNX's checker, except for its demand of a shape field on every graph input and output: ONNX
     Runtime runs a tensor declared without one (any rank), and exporters write such files. The field
     is added for the check and taken away again. With side files the checker is given the path: it
     then finds them beside the model (given a ModelProto it looks in the current folder), and it
-    never needs the weights in memory; a path cannot carry the added fields, so such a file with
-    shape-less I/O gets only the side-file check of the caller."""
+    never needs the weights in memory; a path cannot carry the added fields or the sorted nodes
+    (``path_is_model`` False), so such a file gets only the side-file check of the caller."""
     import onnx
 
     shapeless = [v.type.tensor_type for v in [*model.graph.input, *model.graph.output]
                  if value_kind(v) == "tensor" and not v.type.tensor_type.HasField("shape")]
-    if side_files and shapeless:
+    if side_files and (shapeless or not path_is_model):
         missing = [f for f in side_files if not (path.parent / f).is_file()]
         if missing:
             raise FileNotFoundError(missing[0])
@@ -66,6 +70,54 @@ def _check(model, path: Path, side_files: list) -> None:
     finally:
         for tensor in shapeless:
             tensor.ClearField("shape")
+
+
+def sort_nodes(graph) -> list[str]:
+    """Put the nodes of ``graph`` and of its subgraphs in topological order, as ONNX Runtime does on
+    load (ONNX's checker only complains), keeping the file's order wherever it is free to. Names a
+    node's subgraphs read from this graph count as its inputs. A graph with a cycle is left as it is
+    (ONNX Runtime refuses it too). Returns the names of the graphs reordered."""
+    import heapq
+
+    nodes = list(graph.node)
+    produced = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    needs = [{produced[name] for name in _reads(node) if name in produced} - {i} for i, node in enumerate(nodes)]
+    users = [[] for _ in nodes]
+    for i, wanted in enumerate(needs):
+        for j in wanted:
+            users[j].append(i)
+    waiting = [len(wanted) for wanted in needs]
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    order = []
+    while ready:  # Kahn's algorithm, lowest file position first
+        i = heapq.heappop(ready)
+        order.append(i)
+        for user in users[i]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    reordered = []
+    if len(order) == len(nodes) and order != sorted(order):
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
+        reordered.append(graph.name)
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                reordered += sort_nodes(sub)
+    return reordered
+
+
+def sorted_note(graph_name: str) -> str:
+    return f"sorted the nodes of graph {graph_name!r} topologically (the file's order was not)"
+
+
+def _reads(node) -> set:
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in list(attr.g.node if attr.HasField("g") else []) + [n for g in attr.graphs for n in g.node]:
+            names |= _reads(sub)
+    return names
 
 
 def value_kind(value) -> str:

@@ -94,3 +94,39 @@ def test_symbolic_dims_with_a_scale_of_other_dims_keeps_its_mul():
     model = g.model(g.op("Mul", T.layer_norm(g, x, [-1]), g.const(np.ones(16))), shape=["M", 16])
     result = fuse(model, verify=False)
     assert T.ops(result.model)["LayerNormalization"] == 1 and T.ops(result.model)["Mul"] == 1
+
+
+def test_unsorted_file_is_sorted_on_load_by_every_command(tmp_path, run_cli):
+    """ONNX's checker refuses nodes out of order (exit 2 before); ORT sorts them, and so does load_model."""
+    g = T.Graph(18)
+    x = g.input("x", ["batch", 16])
+    path = tmp_path / "unsorted.onnx"
+    onnx.save(reversed_nodes(g.model(T.layer_norm(g, x, [-1]))), str(path))
+    fused = run_cli("fuse", path, "-o", tmp_path / "fused.onnx")
+    assert fused.code == 0, fused.err
+    assert "sorted the nodes of graph 'g'" in fused.out and "normalization nodes: 0 -> 1" in fused.out, fused.out
+    shown = run_cli("inspect", path)
+    assert shown.code == 0, shown.err
+    x_value = T.normal(3, 16)
+    from lndeploy import Session
+
+    got = Session(path).run({"x": x_value})
+    assert T.max_abs(next(iter(got.values())), T.ref_layer_norm(x_value, [-1], 1e-5)) <= 1e-5
+
+
+def test_sorting_keeps_the_file_order_where_it_is_free_and_reaches_subgraphs():
+    from lndeploy.onnxfile import sort_nodes
+
+    def node(out, *inputs):
+        return onnx.helper.make_node("Identity" if len(inputs) == 1 else "Add", list(inputs), [out], name=out)
+
+    body = onnx.helper.make_graph([node("b2", "b1"), node("b1", "a")], "body", [], [])  # reads outer 'a'
+    nodes = [node("c", "a", "b"), node("a", "x"), node("b", "x"),
+             onnx.helper.make_node("If", ["cond"], ["d"], name="d", then_branch=body, else_branch=body)]
+    graph = onnx.helper.make_graph(nodes, "main", [], [])
+    assert sort_nodes(graph) == ["main", "body", "body"]
+    assert [n.name for n in graph.node] == ["a", "b", "c", "d"]  # 'd' reads 'a' through its subgraphs
+    assert [n.name for n in graph.node[3].attribute[0].g.node] == ["b1", "b2"]
+    assert sort_nodes(graph) == []  # sorted already: nothing to do
+    cycle = onnx.helper.make_graph([node("p", "q"), node("q", "p")], "cycle", [], [])
+    assert sort_nodes(cycle) == [] and [n.name for n in cycle.node] == ["p", "q"]  # left as it is

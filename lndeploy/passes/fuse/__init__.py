@@ -90,10 +90,10 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
 
     # before the work, not after it; -o onto IN.onnx itself is allowed (an atomic in-place rewrite)
     prepare_outputs({"-o": output, "--report": report}, {"IN.onnx": input}, in_place=(("-o", "IN.onnx"),))
-    source, name = _load(input)
+    notes: list[str] = []
+    source, name = _load(input, notes)
     before = opset_version(source)
     _check_opset(opset, before)
-    notes: list[str] = []
     model, counts, unconverted = _rewrite(source, opset, notes)
     if to == "plugin":
         model = _to_plugin(model, counts, unconverted)
@@ -112,7 +112,7 @@ def fuse(input, output=None, *, to: str = "native", verify: bool = True, report=
     return result
 
 
-def _load(input):
+def _load(input, notes: list):
     import onnx
 
     if isinstance(input, onnx.ModelProto):
@@ -122,7 +122,7 @@ def _load(input):
     if isinstance(input, (str, os.PathLike)):
         from lndeploy.onnxfile import load_model
 
-        return load_model(input), os.fspath(input)
+        return load_model(input, notes=notes), os.fspath(input)
     raise BadInputError(f"fuse takes an ONNX file path or a ModelProto, got {type(input).__name__}")
 
 
@@ -148,15 +148,20 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     # every rule starts from a reduction, or (unflatten) from the Flatten of ONNX's function body
     if not raise_opset and not _prepare.has_op(source, "ReduceMean", "ReduceSum", "Flatten"):
         return source, counts, []
+    ours = len(notes)  # notes before this are about the source itself (load_model's sorting)
     work = _prepare.prepare(source, opset, notes)
     model = ir.serde.deserialize_model(work)
+    identities = _prepare.drop_identities(model)
     refusals = _common.Notes()
     for rule_name, module in zip(RULE_ORDER, _prepare.rule_modules()):
         counts[rule_name] = module.rules(refusals).apply_to_model(model)
     if not any(counts.values()) and not raise_opset:
-        notes.clear()
+        del notes[ours:]  # about the working copy, which is dropped
         return source, counts, refusals.left() + _unmatched.unmatched(model, refusals.roots())
     RemoveUnusedNodesPass()(model)  # the eps/exponent Constant nodes the matches left behind
+    if identities:
+        notes.append(f"removed {identities} Identity node(s) first (an Identity between the ops of a "
+                     "LayerNorm hides it from the rules)")
     left = refusals.left() + _unmatched.unmatched(model, refusals.roots())
     return ir.serde.serialize_model(model), counts, left
 

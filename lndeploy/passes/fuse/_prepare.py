@@ -19,6 +19,24 @@ def has_op(model, *op_types: str) -> bool:
     return any(n.op_type in op_types for g in iter_graphs(model.graph) for n in g.node)
 
 
+def drop_identities(model) -> int:
+    """Remove ``y = Identity(x)`` where y is no graph output (its uses read x), in an onnx_ir model and
+    its subgraphs: x and Identity(x) are one value to the math but two to a pattern, so an Identity
+    between the ops of a LayerNorm hides it (ONNX Runtime drops them too). Returns how many went.
+    Not onnx_ir's IdentityEliminationPass: where y is a graph output it renames x, and in a Scan body
+    whose state output also feeds such an Identity that lost the state (measured)."""
+    dropped = 0
+    for node in list(model.graph.all_nodes()):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or node.outputs[0].is_graph_output():
+            continue
+        if node.inputs[0] is None:
+            continue
+        node.outputs[0].replace_all_uses_with(node.inputs[0])
+        node.graph.remove(node, safe=True)
+        dropped += 1
+    return dropped
+
+
 def layer_norm_below_opset_17(model) -> bool:
     from lndeploy.onnxfile import opset_version
 
@@ -29,13 +47,13 @@ def prepare(model, opset: int | None, notes: list):
     """A copy of ``model`` at ``opset`` (default: its own, at least 17) with inferred shapes."""
     import onnx
 
-    from lndeploy.onnxfile import opset_version
+    from lndeploy.onnxfile import opset_version, sort_nodes, sorted_note
 
     current = opset_version(model)
     target = opset if opset is not None else max(current, MIN_OPSET)
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    sort_nodes(work.graph, notes)
+    notes.extend(sorted_note(name) for name in sort_nodes(work.graph))
     if target > current:
         why = f"--opset {opset}" if opset is not None else f"LayerNormalization needs {MIN_OPSET}"
         work = _convert(work, current, target, why, notes)
@@ -104,34 +122,6 @@ def onnx_opset(domain: str, version: int):
     import onnx
 
     return onnx.helper.make_opsetid(domain, version)
-
-
-def sort_nodes(graph, notes: list) -> None:
-    """Put the nodes of ``graph`` in topological order, as ONNX Runtime does on load (the ONNX checker
-    only complains): shape inference and the rules read producers before their uses. Names a node's
-    subgraphs read from this graph count as its inputs. Left as it is where there is a cycle."""
-    produced = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
-    needs = [{produced[name] for name in _reads(node) if name in produced} - {i} for i, node in enumerate(graph.node)]
-    order, done = [], set()
-    while len(order) < len(graph.node):
-        ready = [i for i in range(len(graph.node)) if i not in done and needs[i] <= done]
-        if not ready:
-            return  # a cycle: not a graph ONNX Runtime loads either; the rules will find nothing
-        order.append(ready[0])
-        done.add(ready[0])
-    if order != sorted(order):
-        nodes = [graph.node[i] for i in order]
-        del graph.node[:]
-        graph.node.extend(nodes)
-        notes.append(f"sorted the nodes of graph {graph.name!r} topologically (the file's order was not)")
-
-
-def _reads(node) -> set:
-    names = set(node.input)
-    for attr in node.attribute:
-        for sub in list(attr.g.node if attr.HasField("g") else []) + [n for g in attr.graphs for n in g.node]:
-            names |= _reads(sub)
-    return names
 
 
 def _infer_shapes(model, notes: list):

@@ -3,6 +3,7 @@ behind it fold, and so does a Cast into it that keeps x's type; a Cast that conv
 statistics -> fp16, fp16 x -> fp32) stays."""
 
 import numpy as np
+import pytest
 from onnx import TensorProto
 
 from lndeploy.pipeline import fuse
@@ -39,16 +40,53 @@ def test_cast_that_converts_stays():
     assert T.max_abs(got, got.astype(np.float16)) == 0  # went through fp16
 
 
-def test_same_type_cast_into_the_node_goes_and_a_converting_one_stays():
+def test_same_type_cast_into_the_node_goes():
     """ONNX's RMSNormalization function body casts X to the statistics type first: for an X of that
-    type it is the identity. From fp16 it converts, and stays."""
-    for x_type, kept in ((TensorProto.FLOAT, {}), (TensorProto.FLOAT16, {"Cast": 2})):
-        g = T.Graph(17)
-        x = g.input("x", ["batch", 16], x_type)
-        y = T.layer_norm(g, g.op("Cast", x, to=TensorProto.FLOAT), [-1], eps=EPS)
-        model = g.model(g.op("Cast", y, to=x_type), dtype=x_type)
-        result = fuse(model)
-        assert T.ops(result.model) == {"LayerNormalization": 1, **kept}, T.ops(result.model)
-        feed = {"x": T.normal(3, 16).astype(np.float32 if x_type == TensorProto.FLOAT else np.float16)}
-        got = T.run(result.model, feed)[result.model.graph.output[0].name]
-        assert T.max_abs(got, T.ref_layer_norm(feed["x"], [-1], EPS)) <= (1e-5 if not kept else 4e-3)
+    type it is the identity."""
+    g = T.Graph(17)
+    x = g.input("x", ["batch", 16])
+    model = g.model(T.layer_norm(g, g.op("Cast", x, to=TensorProto.FLOAT), [-1], eps=EPS))
+    result = fuse(model)
+    assert T.ops(result.model) == {"LayerNormalization": 1} and result.counts["no_op_cast"] == 1
+    feed = {"x": T.normal(3, 16)}
+    got = T.run(result.model, feed)[result.model.graph.output[0].name]
+    assert T.max_abs(got, T.ref_layer_norm(feed["x"], [-1], EPS)) <= 1e-5
+
+
+def widened_and_back(x_type, wide_type, scale=None):
+    """``LN(Cast(x, to=wide))`` cast back to x's type: ``F.layer_norm(x.float()).to(x.dtype)``; with
+    ``scale``, an existing LayerNormalization node with that scale (as ORT's optimizer writes one)."""
+    g = T.Graph(17)
+    x = g.input("x", ["batch", 16], x_type)
+    wide = g.op("Cast", x, to=wide_type)
+    dtype = np.float64 if wide_type == TensorProto.DOUBLE else np.float32
+    if scale is None:
+        y = T.layer_norm(g, wide, [-1], eps=g.const(EPS, dtype))
+        return g.model(g.op("Cast", y, to=x_type), dtype=x_type)
+    y = g.op("LayerNormalization", wide, g.const(scale, dtype), axis=-1, epsilon=EPS)
+    # and a primitive-op LN beside it, so that the rules run at all (they start from a reduction)
+    other = g.op("Cast", T.layer_norm(g, g.op("Cast", x, to=TensorProto.FLOAT), [-1], eps=EPS), to=x_type)
+    return g.model(g.op("Cast", y, to=x_type), other, dtype=x_type)
+
+
+def test_fp16_widened_to_float_and_cast_back_is_one_fp16_node():
+    """stash_type=1 is defined as exactly this: compute in float, cast the result back."""
+    result = fuse(widened_and_back(TensorProto.FLOAT16, TensorProto.FLOAT))
+    assert T.ops(result.model) == {"LayerNormalization": 1} and not result.unconverted
+    (ln,) = result.model.graph.node
+    assert T.attrs(ln)["stash_type"] == 1 and result.model.graph.input[0].name == ln.input[0]
+    x = T.normal(3, 16).astype(np.float16)
+    got = T.run(result.model, {"x": x})[result.model.graph.output[0].name]
+    assert got.dtype == np.float16
+    assert T.max_abs(got, T.ref_layer_norm(x, [-1], EPS)) <= 4e-3  # one fp16 rounding of values near 1
+
+
+@pytest.mark.parametrize("wide, scale, reason", [
+    (TensorProto.DOUBLE, None, "the node computes in DOUBLE"),
+    (TensorProto.FLOAT, np.linspace(0.5, 1.5, 16), "applied in float before the Cast"),
+])
+def test_what_the_float_round_trip_cannot_take_stays_with_a_note(wide, scale, reason):
+    model = widened_and_back(TensorProto.FLOAT16, wide, scale)
+    result = fuse(model)
+    assert T.ops(result.model)["Cast"] == 2
+    assert any(reason in left["reason"] for left in result.unconverted), result.unconverted

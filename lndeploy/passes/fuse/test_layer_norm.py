@@ -178,3 +178,20 @@ def test_ir3_model_lists_its_initializers_as_inputs_and_still_fuses():
     result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [-1], EPS, scale))
     assert T.ops(result.model) == {"LayerNormalization": 1}
     assert [i.name for i in result.model.graph.input] == ["x"]
+
+
+@pytest.mark.parametrize("branch", ["sub", "mean"])
+def test_an_identity_on_one_branch_does_not_hide_the_layer_norm(branch):
+    """ORT's layer_norm_weight_test_activation: Sub reads Identity(x), ReduceMean reads x (or the
+    other way round). The Identity goes first, with a note, and the LN fuses."""
+    g = T.Graph(17)
+    x = g.input("x", [2, 4, 8])
+    same = g.op("Identity", x)
+    mean = g.reduce_mean(same if branch == "mean" else x, [-1])
+    d = g.op("Sub", same if branch == "sub" else x, mean)
+    y = T.divide_by_root(g, d, g.op("Add", g.reduce_mean(T.square(g, d), [-1]), g.const(EPS)))
+    model = g.model(y)
+    feed = {"x": T.normal(2, 4, 8)}
+    result = fused_and_checked(model, feed, T.ref_layer_norm(feed["x"], [-1], EPS))
+    assert T.ops(result.model) == {"LayerNormalization": 1}
+    assert any("removed 1 Identity node(s)" in note for note in result.notes)
