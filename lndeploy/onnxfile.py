@@ -36,7 +36,9 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True, notes: 
     try:
         _check(model, path, side_files, path_is_model=not reordered)
     except Exception as err:  # onnx raises several unrelated types here
-        first = first_line(err)
+        # the checker spreads one sentence over lines ("... input 'a' of node: / name: ... / is not
+        # output of any previous nodes."): joined, so that the line names the node and the reason
+        first = " ".join(str(err).split())[:400] or first_line(err)
         missing = [f for f in side_files if not (path.parent / f).is_file()]
         if missing:
             raise BadInputError(f"{path} keeps its weights in {missing[0]}, which is not beside it "

@@ -177,6 +177,8 @@ def test_shapeless_io_passes_the_check_and_any_other_fault_still_fails(tmp_path,
     onnx.save(broken, str(tmp_path / "broken.onnx"))
     result = run_cli("inspect", tmp_path / "broken.onnx")
     assert result.code == 2 and "is not a valid ONNX model" in result.err, result.err
+    # the checker's sentence spans lines: the one line keeps the input, the node and the reason
+    assert "'nowhere'" in result.err and "LayerNormalization is not output of any previous nodes" in result.err
 
 
 def test_shapeless_io_with_external_data_is_loaded_and_a_missing_side_file_named(tmp_path):
