@@ -50,35 +50,70 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True, notes: 
 
 
 def _check(model, path: Path, side_files: list, path_is_model: bool) -> None:
-    """ONNX's checker, except for its demand of a shape field on every graph input and output: ONNX
-    Runtime runs a tensor declared without one (any rank), and exporters write such files. The field
-    is added for the check and taken away again. With side files the checker is given the path: it
+    """ONNX's checker, except for its demand of a shape field on every graph input and output (ONNX
+    Runtime runs a tensor declared without one, of any rank, and exporters write such files) and for
+    ONNX Runtime's LayerNormalization below opset 17 (``_early_layer_norms``): the field is added and
+    those nodes put in a domain of their own for the check, then both undone. With side files the checker is given the path: it
     then finds them beside the model (given a ModelProto it looks in the current folder), and it
-    never needs the weights in memory; a path cannot carry the added fields or the sorted nodes
+    never needs the weights in memory; a path cannot carry those changes or the sorted nodes
     (``path_is_model`` False), so such a file gets only the side-file check of the caller."""
     import onnx
 
     shapeless = [v.type.tensor_type for v in [*model.graph.input, *model.graph.output]
                  if value_kind(v) == "tensor" and not v.type.tensor_type.HasField("shape")]
-    if side_files and (shapeless or not path_is_model):
+    if side_files and (shapeless or not path_is_model or _early_layer_norms(model)):
         missing = [f for f in side_files if not (path.parent / f).is_file()]
         if missing:
             raise FileNotFoundError(missing[0])
         return
+    early = _early_layer_norms(model)
     try:
         for tensor in shapeless:
             tensor.shape.SetInParent()
+        for node in early:  # checked as an op of a domain of its own: the checker passes those
+            node.domain = _HELD_DOMAIN
+        if early:
+            model.opset_import.add(domain=_HELD_DOMAIN, version=1)
         onnx.checker.check_model(str(path) if side_files else model, full_check=False)
     finally:
         for tensor in shapeless:
             tensor.ClearField("shape")
+        for node in early:
+            node.domain = ""
+        if early:
+            kept = [o for o in model.opset_import if o.domain != _HELD_DOMAIN]
+            del model.opset_import[:]
+            model.opset_import.extend(kept)
+
+
+_HELD_DOMAIN = "lndeploy.checking"
+
+
+def _early_layer_norms(model) -> list:
+    """LayerNormalization nodes below opset 17, as ONNX Runtime's optimizer writes them (its contrib
+    kernel: same attributes and math as opset 17's) at the file's opset, e.g. 12: ORT runs them,
+    ONNX's checker refuses them ("No Op registered"). They are left out of the schema check only."""
+    from lndeploy.plugin_spec import iter_graphs
+
+    if opset_version(model) >= 17:
+        return []
+    return [n for g in iter_graphs(model.graph) for n in g.node
+            if n.op_type == "LayerNormalization" and n.domain in ("", "ai.onnx")]
 
 
 def sort_nodes(graph) -> list[str]:
     """Put the nodes of ``graph`` and of its subgraphs in topological order, as ONNX Runtime does on
     load (ONNX's checker only complains), keeping the file's order wherever it is free to. Names a
     node's subgraphs read from this graph count as its inputs. A graph with a cycle is left as it is
-    (ONNX Runtime refuses it too). Returns the names of the graphs reordered."""
+    (ONNX Runtime refuses it too). Returns the names of the graphs reordered. (On the protobuf: onnx_ir's
+    TopologicalSortPass would need a round trip through onnx_ir, which copies every weight.)"""
+    from lndeploy.plugin_spec import iter_graphs
+
+    # each graph is sorted when the walk reaches it, before the walk reads its nodes
+    return [g.name for g in iter_graphs(graph) if _sort_one(g)]
+
+
+def _sort_one(graph) -> bool:
     import heapq
 
     nodes = list(graph.node)
@@ -98,16 +133,11 @@ def sort_nodes(graph) -> list[str]:
             waiting[user] -= 1
             if waiting[user] == 0:
                 heapq.heappush(ready, user)
-    reordered = []
-    if len(order) == len(nodes) and order != sorted(order):
-        del graph.node[:]
-        graph.node.extend(nodes[i] for i in order)
-        reordered.append(graph.name)
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                reordered += sort_nodes(sub)
-    return reordered
+    if len(order) < len(nodes) or order == sorted(order):
+        return False
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+    return True
 
 
 def sorted_note(graph_name: str) -> str:

@@ -62,6 +62,24 @@ def test_ort_optimized_layer_norm_below_opset_17_is_accepted(ort_optimized_opset
     assert T.max_abs(T.run(result.model, {"x": x})[optimized.graph.output[0].name], want) <= 1e-5
 
 
+def test_ort_optimized_file_below_opset_17_goes_through_the_cli(ort_optimized_opset12, tmp_path, run_cli):
+    """ONNX's checker refuses LayerNormalization at opset 12 ("No Op registered"): the file was exit 2
+    for every command; only the API path (a ModelProto) went through."""
+    _, optimized = ort_optimized_opset12
+    path = tmp_path / "optimized.onnx"
+    onnx.save(optimized, str(path))
+    for to in ("native", "plugin"):
+        result = run_cli("fuse", path, "-o", tmp_path / f"{to}.onnx", "--to", to)
+        assert result.code == 0 and "opset 12 -> 17" in result.out, result.out + result.err
+    shown = run_cli("inspect", path)
+    assert shown.code == 0 and "normalization nodes: 1" in shown.out, shown.err
+    assert onnx.load(str(path)) == optimized  # the check's changes were undone, nothing written back
+    broken = onnx.load(str(path))
+    broken.graph.node[1].op_type = "NoSuchOp"  # the rest of the file is still checked
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    assert run_cli("inspect", tmp_path / "broken.onnx").code == 2
+
+
 def test_shape_less_graph_output_is_fused():
     g = T.Graph(18)
     x = g.input("x", ["batch", 16])
