@@ -1,6 +1,7 @@
 """``lndeploy fuse``: LayerNorm written as primitive ops -> one node (README "Repairing ONNX files").
 
-Rules, applied in this order, each one module with its formula in its docstring:
+Rules, applied in this order (and the whole order again while any fired, up to ROUNDS times), each
+one module with its formula in its docstring:
 
 1. ``layer_norm``: mean / variance / eps / root over trailing axes -> ``LayerNormalization``
 2. ``channel_first_layer_norm``: the same over other axes -> Transpose, LayerNormalization, Transpose
@@ -34,6 +35,7 @@ from lndeploy.plugin_spec import MIN_OPSET
 RULE_ORDER = ("layer_norm", "channel_first_layer_norm", "tf_layer_norm", "rms_norm", "no_op_cast", "ln_scale",
               "ln_bias", "unflatten_layer_norm", "ln_stats_outputs")
 LN_OPS = {"LayerNormalization", "RMSNormalization", "lndeploy.LndeployLayerNorm"}
+ROUNDS = 3  # the rules in RULE_ORDER, again while any fired
 
 
 @dataclass
@@ -153,8 +155,15 @@ def _rewrite(source, opset: int | None, notes: list) -> tuple[object, dict, list
     model = ir.serde.deserialize_model(work)
     identities = _prepare.drop_identities(model)
     refusals = _common.Notes()
-    for rule_name, module in zip(RULE_ORDER, _prepare.rule_modules()):
-        counts[rule_name] = module.rules(refusals).apply_to_model(model)
+    rule_sets = [(name, module.rules(refusals)) for name, module in zip(RULE_ORDER, _prepare.rule_modules())]
+    for _ in range(ROUNDS):  # a later rule can make an earlier one's case (a scale folded before a Cast)
+        fired = 0
+        for rule_name, rule_set in rule_sets:
+            applied = rule_set.apply_to_model(model)
+            counts[rule_name] += applied
+            fired += applied
+        if not fired:
+            break
     if not any(counts.values()) and not raise_opset:
         del notes[ours:]  # about the working copy, which is dropped
         return source, counts, refusals.left() + _unmatched.unmatched(model, refusals.roots())

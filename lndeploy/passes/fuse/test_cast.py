@@ -90,3 +90,15 @@ def test_what_the_float_round_trip_cannot_take_stays_with_a_note(wide, scale, re
     result = fuse(model)
     assert T.ops(result.model)["Cast"] == 2
     assert any(reason in left["reason"] for left in result.unconverted), result.unconverted
+
+
+def test_a_float_scale_folded_before_the_cast_back_is_noted():
+    """``x.float()`` normalized, ``* gamma`` in float, cast back: ln_scale folds gamma into the float
+    node after the cast rule ran; the next round of the rules sees the round trip and says why it stays."""
+    g = T.Graph(17)
+    x = g.input("x", ["batch", 16], TensorProto.FLOAT16)
+    y = g.op("Mul", T.layer_norm(g, g.op("Cast", x, to=TensorProto.FLOAT), [-1], eps=EPS),
+             g.const(np.linspace(0.5, 1.5, 16)))
+    result = fuse(g.model(g.op("Cast", y, to=TensorProto.FLOAT16), dtype=TensorProto.FLOAT16))
+    assert T.ops(result.model) == {"Cast": 2, "LayerNormalization": 1} and result.counts["ln_scale"] == 1
+    assert any("applied in float before the Cast" in left["reason"] for left in result.unconverted)
