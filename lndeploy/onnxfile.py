@@ -75,6 +75,11 @@ def _check(model, path: Path, side_files: list, path_is_model: bool) -> None:
         if early:
             model.opset_import.add(domain=_HELD_DOMAIN, version=1)
         onnx.checker.check_model(str(path) if side_files else model, full_check=False)
+        for node in early:  # what the schema check would have said of them
+            unknown = sorted({a.name for a in node.attribute} - {"axis", "epsilon", "stash_type"})
+            if unknown:
+                raise ValueError(f"Unrecognized attribute: {unknown[0]} for operator LayerNormalization "
+                                 f"(node {node.name!r})")
     finally:
         for tensor in shapeless:
             tensor.ClearField("shape")

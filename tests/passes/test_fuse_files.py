@@ -78,6 +78,11 @@ def test_ort_optimized_file_below_opset_17_goes_through_the_cli(ort_optimized_op
     broken.graph.node[1].op_type = "NoSuchOp"  # the rest of the file is still checked
     onnx.save(broken, str(tmp_path / "broken.onnx"))
     assert run_cli("inspect", tmp_path / "broken.onnx").code == 2
+    misspelled = onnx.load(str(path))  # and so are the LN's own attributes (ORT's tests hold an "epsion")
+    misspelled.graph.node[0].attribute.append(onnx.helper.make_attribute("epsion", 1e-5))
+    onnx.save(misspelled, str(tmp_path / "misspelled.onnx"))
+    shown = run_cli("inspect", tmp_path / "misspelled.onnx")
+    assert shown.code == 2 and "Unrecognized attribute: epsion for operator LayerNormalization" in shown.err
 
 
 def test_shape_less_graph_output_is_fused():
