@@ -60,8 +60,8 @@ class NoOpCastAfterNorm(pattern.RewriteRuleClassBase):
             if any(use.op_type in ("Mul", "Add") for use, _ in z.uses()) and y.dtype is not None:
                 # an affine part after a real conversion is a candidate the ln_scale/ln_bias folds never see
                 self.notes.refuse(context.root, NAME, f"the Cast to {C.type_name(to)} after the {y.dtype.name} "
-                                  f"{node.op_type} rounds before the scale/bias that follows it: folding them "
-                                  "into the node would apply them before the rounding, so they stay")
+                                  f"{node.op_type} comes before the scale/bias that follows it: folded into the "
+                                  f"node they would be applied in {y.dtype.name}, before the Cast, so they stay")
             C.fail("the Cast changes the type")
         return True
 

@@ -102,3 +102,15 @@ def test_a_float_scale_folded_before_the_cast_back_is_noted():
     result = fuse(g.model(g.op("Cast", y, to=TensorProto.FLOAT16), dtype=TensorProto.FLOAT16))
     assert T.ops(result.model) == {"Cast": 2, "LayerNormalization": 1} and result.counts["ln_scale"] == 1
     assert any("applied in float before the Cast" in left["reason"] for left in result.unconverted)
+
+
+def test_a_scale_after_a_cast_to_another_type_stays_with_a_note():
+    """ORT's layer_norm_with_cast_3: a float LN, Cast to fp16, then gamma and beta in fp16."""
+    g = T.Graph(17)
+    x = g.input("x", ["batch", 16])
+    half = g.op("Cast", T.layer_norm(g, x, [-1], eps=EPS), to=TensorProto.FLOAT16)
+    y = g.op("Add", g.op("Mul", half, g.const(np.linspace(0.5, 1.5, 16), np.float16)), g.const(np.zeros(16), np.float16))
+    result = fuse(g.model(y, dtype=TensorProto.FLOAT16))
+    assert T.ops(result.model) == {"LayerNormalization": 1, "Cast": 1, "Mul": 1, "Add": 1}
+    (left,) = result.unconverted
+    assert left["rule"] == "no_op_cast" and "applied in FLOAT, before the Cast" in left["reason"]
