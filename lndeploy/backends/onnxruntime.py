@@ -256,6 +256,14 @@ def ort_values(feed: dict) -> dict:
     return values
 
 
+def _dim(dim):
+    """A size, a name, or None; a negative size is a dynamic dim as some exporters write it (-1), and
+    ORT runs any size there."""
+    if isinstance(dim, int):
+        return dim if dim >= 0 else None
+    return dim or None
+
+
 def _meta(arg, shapeless: bool = False) -> TensorMeta:
     import numpy as np
 
@@ -264,7 +272,7 @@ def _meta(arg, shapeless: bool = False) -> TensorMeta:
         import ml_dtypes
 
         dtype = ml_dtypes.bfloat16
-    shape = None if shapeless else tuple(d if isinstance(d, int) else (d or None) for d in (arg.shape or ()))
+    shape = None if shapeless else tuple(_dim(d) for d in (arg.shape or ()))
     # ORT spells types "tensor(float)", "seq(tensor(float))", "map(int64,tensor(float))", "optional(...)"
     kind = {"tensor": "tensor", "seq": "sequence"}.get(arg.type.split("(")[0], arg.type.split("(")[0])
     return TensorMeta(arg.name, np.dtype(dtype) if dtype else None, shape, kind)

@@ -121,7 +121,8 @@ def _meta(value) -> TensorMeta:
     tensor = value.type.tensor_type
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)) if tensor.elem_type else None
     # no shape field: any rank (TensorMeta), not a scalar
-    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+    # a negative size is a dynamic dim as some exporters write it (-1)
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
                   for d in tensor.shape.dim) if tensor.HasField("shape") else None
     from lndeploy.onnxfile import value_kind
 

@@ -153,3 +153,33 @@ def test_sorting_keeps_the_file_order_where_it_is_free_and_reaches_subgraphs():
     assert sort_nodes(graph) == []  # sorted already: nothing to do
     cycle = onnx.helper.make_graph([node("p", "q"), node("q", "p")], "cycle", [], [])
     assert sort_nodes(cycle) == [] and [n.name for n in cycle.node] == ["p", "q"]  # left as it is
+
+
+def test_a_dim_written_as_minus_one_is_unknown_not_a_crash(tmp_path, run_cli):
+    """Some exporters write -1 for a dynamic dim (ONNX Runtime runs it): fuse made a scale of ones of
+    that size and died (numpy: negative dimensions, exit 4). Now the LN fuses over the unknown dim and
+    the gain, which cannot be shown to fit, stays with a note."""
+    g = T.Graph(18)
+    x = g.input("x", ["batch", 16])
+    model = g.model(g.op("Mul", T.layer_norm(g, x, [-1]), g.const(np.linspace(0.5, 1.5, 16))))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -1
+    path = tmp_path / "minus_one.onnx"
+    onnx.save(model, str(path))
+    result = run_cli("fuse", path, "-o", tmp_path / "fused.onnx")
+    assert result.code == 0, result.err
+    assert "normalization nodes: 0 -> 1" in result.out and "does not broadcast to [?]" in result.out, result.out
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnx-reference"])
+def test_a_session_takes_any_size_at_a_minus_one_dim(backend):
+    """ORT reports the -1 as it is: the feed check refused every size ('the model expects -1')."""
+    from lndeploy import Session
+
+    g = T.Graph(18)
+    x = g.input("x", ["batch", 16])
+    model = g.model(T.layer_norm(g, x, [-1]))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -1
+    session = Session(model, backend=backend)
+    assert session.inputs[0].shape == ("batch", None)
+    feed = T.normal(2, 16)
+    assert T.max_abs(session.run({"x": feed})[model.graph.output[0].name], T.ref_layer_norm(feed, [-1], 1e-5)) <= 1e-5

@@ -205,7 +205,7 @@ def is_trailing(axes: tuple[int, ...], rank: int | None) -> bool:
 def static_dims(x, axes) -> tuple[int, ...]:
     dims = norm_dims(x, axes)
     if not is_static(dims):
-        fail(f"the normalized dims {['?' if d is None else str(d) for d in dims]} are not static", x)
+        fail(f"the normalized dims {show_dims(dims)} are not static", x)
     return tuple(dims)
 
 
@@ -242,6 +242,11 @@ def ones(op, notes: Notes, x, axes, fill: float = 1.0) -> ir.Value:
     return value
 
 
+def show_dims(dims) -> str:
+    """Dims for a message: sizes, symbolic names, '?' for unknown ones."""
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
 def is_all(value, number: float) -> bool:
     """True for a missing optional input when number is 0, or a constant (or a ConstantOfShape)
     filled with ``number``."""
@@ -271,10 +276,10 @@ def param_layout(param, out_rank: int, out_axes, norm_dims) -> tuple[tuple, tupl
         fail(f"the scale or bias of shape {list(shape)} varies along a non-normalized axis", param)
     picked = tuple(full[a] for a in out_axes)
     if any(p != 1 and (n is None or p != n) for p, n in zip(picked, norm_dims)):
-        fail(f"the scale or bias of shape {list(shape)} does not broadcast to {list(norm_dims)}", param)
+        fail(f"the scale or bias of shape {list(shape)} does not broadcast to {show_dims(norm_dims)}", param)
     if not (is_static(shape) and is_static(norm_dims)) and not (shape == picked == tuple(norm_dims)):
         fail(f"the scale or bias of shape {list(shape)} would need reshaping to the symbolic dims "
-             f"{list(norm_dims)}", param)
+             f"{show_dims(norm_dims)}", param)
     return shape, picked
 
 

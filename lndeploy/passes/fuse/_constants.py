@@ -104,8 +104,11 @@ def _evaluate(node, inputs: list, value) -> np.ndarray | None:
 
 
 def dim_of(dim):
-    """int, a symbolic dim's name, or None (unknown: equal to nothing, not even another unknown)."""
-    return dim if isinstance(dim, int) else getattr(dim, "value", None)
+    """int, a symbolic dim's name, or None (unknown: equal to nothing, not even another unknown). A
+    negative size is unknown too: some exporters write -1 for a dynamic dim, and ONNX Runtime runs it."""
+    if isinstance(dim, int):
+        return dim if dim >= 0 else None
+    return getattr(dim, "value", None)
 
 
 def is_static(dims) -> bool:
