@@ -117,12 +117,22 @@ def concrete_shape(spec: InputSpec, sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
 
 
+# the most elements one generated input may have (1 GiB of float32): a fixed dim of 2**40 in a
+# file is a bad input, not a MemoryError
+MAX_ELEMENTS = 2**28
+
+
 def generate(specs: list[InputSpec], sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
     """One feed dict at the given dynamic-dim sizes."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in specs:
         shape = concrete_shape(spec, sizes)
+        if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+            from lndeploy.errors import BadInputError
+
+            raise BadInputError(f"input {spec.name!r} of shape {list(shape)} would have more than {MAX_ELEMENTS} "
+                                "elements: too large to generate")
         if spec.dtype.kind == "f" or spec.dtype.name == "bfloat16":  # ml_dtypes' bf16 is kind "V"
             feed[spec.name] = rng.standard_normal(shape).astype(np.float32).astype(spec.dtype)
         elif spec.dtype.kind == "b":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
+
+from lndeploy import inputs
 
 from lndeploy.backends.tensorrt.shapes import onnx_inputs
 from lndeploy.inputs import specs_from_onnx
@@ -34,3 +37,12 @@ def test_inspect_names_an_unnamed_dim_as_build_and_bench_do(tmp_path, run_cli):
     result = run_cli("inspect", path)
     assert result.code == 0, result.err
     assert "dynamic dims: batch, x_dim1 (unnamed), m_dim0 (unnamed)" in result.out, result.out
+
+
+def test_an_input_too_large_to_generate_is_bad_input():
+    from lndeploy.errors import BadInputError
+
+    spec = inputs.InputSpec("x", np.dtype("float32"), (2, "n"), 0.0, 1.0)
+    assert inputs.generate([spec], {"n": 4}, seed=0)["x"].shape == (2, 4)
+    with pytest.raises(BadInputError, match="'x' of shape \\[2, 1099511627776\\] would have more than"):
+        inputs.generate([spec], {"n": 2**40}, seed=0)

@@ -183,3 +183,18 @@ def test_a_session_takes_any_size_at_a_minus_one_dim(backend):
     assert session.inputs[0].shape == ("batch", None)
     feed = T.normal(2, 16)
     assert T.max_abs(session.run({"x": feed})[model.graph.output[0].name], T.ref_layer_norm(feed, [-1], 1e-5)) <= 1e-5
+
+
+def test_a_huge_fixed_dim_is_bad_input_not_a_memory_error(tmp_path, run_cli):
+    """A file fixing a dim at 2**40: the scale of ones is computed from Shape(x) rather than written
+    as a 4 TiB constant, and verification refuses to draw such an input (exit 2, was exit 4)."""
+    g = T.Graph(18)
+    x = g.input("x", [2, 2**40])
+    path = tmp_path / "huge.onnx"
+    onnx.save(g.model(T.layer_norm(g, x, [-1])), str(path))
+    result = run_cli("fuse", path, "-o", tmp_path / "fused.onnx")
+    assert result.code == 2 and "too large to generate" in result.err, result.err
+    assert not (tmp_path / "fused.onnx").exists()
+    result = run_cli("fuse", path, "-o", tmp_path / "fused.onnx", "--no-verify")
+    assert result.code == 0 and "normalization nodes: 0 -> 1" in result.out
+    assert (tmp_path / "fused.onnx").stat().st_size < 10_000

@@ -227,11 +227,15 @@ def typed(value, like, perm=None):
     return value
 
 
+# the largest scale of ones written as a constant; beyond, it is computed (a 2**40 dim in a file)
+ONES_MAX_ELEMENTS = 2**24
+
+
 def ones(op, notes: Notes, x, axes, fill: float = 1.0) -> ir.Value:
     """A scale filled with ``fill`` of x's dims along ``axes``, in x's type: a constant where those
-    dims are static, else ``ConstantOfShape(Gather(Shape(x), axes))``."""
+    dims are static (and not huge), else ``ConstantOfShape(Gather(Shape(x), axes))``."""
     dims = norm_dims(x, axes)
-    if is_static(dims):
+    if is_static(dims) and np.prod(dims, dtype=np.float64) <= ONES_MAX_ELEMENTS:
         data = np.full(dims, fill, dtype=x.dtype.numpy())
         return op.initializer(ir.tensor(data), name=notes.fresh_name(f"{x.name or 'x'}_ones"))
     picked = op.initializer(ir.tensor(np.array(list(axes), np.int64)), name=notes.fresh_name("norm_axes"))
