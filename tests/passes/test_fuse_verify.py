@@ -4,7 +4,7 @@ to the output's magnitude, a constant row and a zero row fed too, and the tolera
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 from lndeploy.errors import ParityError
 from lndeploy.passes.fuse import _testing as T
@@ -92,9 +92,7 @@ def test_shape_less_graph_input_is_verified_at_a_guessed_rank():
     g = T.Graph(18)
     x = g.input("x", None)
     y = T.layer_norm(g, g.op("Reshape", x, g.const([-1, 16], np.int64)), [-1])
-    graph = helper.make_graph(g.nodes, "g", g.inputs, [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
-                              g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    model = T.shapeless_model(g, y)
     result = fuse(model)
     assert T.ops(result.model) == {"LayerNormalization": 1, "Reshape": 1}
     assert set(result.verification["samples"][0]["sizes"]) == {"x_dim0", "x_dim1", "x_dim2"}  # rank 3 first

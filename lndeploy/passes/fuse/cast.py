@@ -38,6 +38,7 @@ from onnxscript.rewriter import pattern
 
 from lndeploy.passes.fuse import _common as C
 from lndeploy.passes.fuse import _constants as K
+from lndeploy.passes.fuse._affine import bias_of
 
 NAME = "no_op_cast"
 NORM_OPS = ("LayerNormalization", "RMSNormalization")
@@ -126,7 +127,7 @@ class CastBackFromFloat(pattern.RewriteRuleClassBase):
                 C.fail(f"a Cast from {x.dtype.name} to float does not only widen", w.producer())
             if len(node.outputs) != 1 or node.attributes.get_int("stash_type", 1) != 1:
                 C.fail("the node has statistics outputs, or computes in another type than float", node)
-            if not C.is_all(node.inputs[1], 1.0) or not C.is_all(_bias(node), 0.0):
+            if not C.is_all(node.inputs[1], 1.0) or not C.is_all(bias_of(node), 0.0):
                 C.fail(f"the node's scale or bias is applied in float before the Cast to {x.dtype.name}: "
                        "moving it after the rounding would change the result", node)
         except C.MatchFailureError as err:
@@ -139,10 +140,6 @@ class CastBackFromFloat(pattern.RewriteRuleClassBase):
         attrs = {k: v.value for k, v in node.attributes.items()}
         scale = _ones_like(op, node.inputs[1], x.dtype, self.notes)
         return C.typed(getattr(op, self.norm_op)(x, scale, **attrs), x)
-
-
-def _bias(node):
-    return node.inputs[2] if len(node.inputs) > 2 else None
 
 
 def _ones_like(op, scale, dtype, notes: C.Notes):
